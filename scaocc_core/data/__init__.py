@@ -1,0 +1,1 @@
+"""Data: manifests, the synthetic world, the Occ3D-nuScenes converter and the dataset."""
