@@ -136,7 +136,7 @@ class VoxelNetConfig:
     propagation: str = "normalized"
     propagation_blocks: int = 2
     channels: tuple[int, ...] = (64, 128, 256)
-    channels_last: bool = True
+    channels_last: bool = False
 
     def validate(self) -> None:
         """Raise :class:`ConfigError` on an unknown block type."""

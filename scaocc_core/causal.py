@@ -1,0 +1,97 @@
+"""The semantic causal loss (Chen et al., ICCV 2025).
+
+For a semantic class s, the 3D features at voxels whose ground truth is s are summed
+(over voxels and channels) into a scalar S_s. Its gradient with respect to the 2D image
+features, averaged over channels, is an attention map A_s per image: where in the images
+the 3D evidence for class s comes from. The loss holds A_s to the 2D semantic mask Y_s
+with binary cross-entropy, so that 3D class-s features are caused by 2D class-s pixels.
+
+Normalisation into [0, 1]: the raw gradient has an arbitrary scale (it grows with the
+feature norms and the number of class-s voxels) and a sign. We take ``relu(A_s)`` (pixels
+whose features *increase* the class-s mass; negative attribution is no evidence) and
+divide by its maximum over all cameras of the sample. This makes the loss invariant to
+the gradient's scale, keeps cameras comparable (a camera that contributes nothing stays
+near 0 instead of being stretched like a per-image min-max would), and yields values in
+[0, 1] that BCE can compare with the mask.
+
+Estimators: :func:`causal_loss` with ``classes=None`` samples one class per step
+uniformly among the classes present (an unbiased estimate of the mean over classes,
+at the cost of one extra backward pass); :func:`causal_loss_exact` averages all of them.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from scaocc_core.grid import FREE, IGNORE
+
+EPS = 1e-6
+
+
+def present_classes(semantics: Tensor, mask: Tensor | None) -> list[int]:
+    """Non-free classes present in the (masked) 3D ground truth, sorted."""
+    labels = semantics[mask] if mask is not None else semantics.flatten()
+    return [int(c) for c in torch.unique(labels).tolist() if int(c) != FREE]
+
+
+def class_targets(sem2d: Tensor, cls: int, feat_hw: tuple[int, int]) -> tuple[Tensor, Tensor]:
+    """Soft 2D mask of ``cls`` at feature resolution and its validity.
+
+    ``sem2d``: b n H W (255 = no label). Returns ``(target, valid)`` of shape b n h w: the
+    share of labelled pixels in each feature cell that are ``cls``, and whether the cell
+    has any labelled pixel (sparse LiDAR-projected masks leave most cells invalid).
+    """
+    b, n, H, W = sem2d.shape
+    h, w = feat_hw
+    labelled = (sem2d != IGNORE).float().view(b * n, 1, H, W)
+    positive = (sem2d == cls).float().view(b * n, 1, H, W)
+    frac_l = F.adaptive_avg_pool2d(labelled, (h, w))
+    frac_p = F.adaptive_avg_pool2d(positive, (h, w))
+    valid = frac_l > 0
+    target = torch.where(valid, frac_p / frac_l.clamp(min=EPS), torch.zeros_like(frac_p))
+    return target.view(b, n, h, w), valid.view(b, n, h, w)
+
+
+def attention_map(feat3d: Tensor, feat2d: Tensor, semantics: Tensor, cls: int, mask: Tensor | None) -> Tensor:
+    """Normalised causal attention ``A_s`` (b n h w, in [0, 1]); differentiable (create_graph)."""
+    select = semantics == cls
+    if mask is not None:
+        select = select & mask
+    score = (feat3d.sum(dim=1) * select.to(feat3d.dtype)).sum()  # scalar S_s
+    (grad,) = torch.autograd.grad(score, feat2d, create_graph=True)  # b n C h w
+    att = F.relu(grad.mean(dim=2))  # b n h w
+    peak = att.flatten(1).amax(dim=1).view(-1, 1, 1, 1)  # per-sample max over cameras
+    return att / (peak + EPS)
+
+
+def causal_loss_for_class(feat3d: Tensor, feat2d: Tensor, semantics: Tensor, sem2d: Tensor, cls: int,
+                          mask: Tensor | None = None) -> Tensor:
+    """BCE between the attention map of ``cls`` and its 2D mask, over labelled cells."""
+    att = attention_map(feat3d, feat2d, semantics, cls, mask)
+    target, valid = class_targets(sem2d, cls, (att.shape[-2], att.shape[-1]))
+    if not bool(valid.any()):
+        return att.sum() * 0.0
+    bce = F.binary_cross_entropy(att.clamp(EPS, 1 - EPS), target.to(att.dtype), reduction="none")
+    return bce[valid].mean()
+
+
+def causal_loss(feat3d: Tensor, feat2d: Tensor, semantics: Tensor, sem2d: Tensor, mask: Tensor | None = None,
+                generator: torch.Generator | None = None) -> tuple[Tensor, int]:
+    """Sampled estimator: one class drawn uniformly among those present. Returns (loss, class)."""
+    classes = present_classes(semantics, mask)
+    if not classes:
+        return feat3d.sum() * 0.0, -1
+    pick = int(torch.randint(len(classes), (1,), generator=generator).item())
+    cls = classes[pick]
+    return causal_loss_for_class(feat3d, feat2d, semantics, sem2d, cls, mask), cls
+
+
+def causal_loss_exact(feat3d: Tensor, feat2d: Tensor, semantics: Tensor, sem2d: Tensor,
+                      mask: Tensor | None = None) -> Tensor:
+    """Mean of the per-class losses over every present class (one backward per class)."""
+    classes = present_classes(semantics, mask)
+    if not classes:
+        return feat3d.sum() * 0.0
+    return torch.stack([causal_loss_for_class(feat3d, feat2d, semantics, sem2d, c, mask) for c in classes]).mean()

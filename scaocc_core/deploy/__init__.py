@@ -1,0 +1,1 @@
+"""Deployment: the inference graph, ONNX export and the predictor backends."""

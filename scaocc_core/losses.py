@@ -1,0 +1,110 @@
+"""Training losses. Every loss returns ``(total, {name: value})``.
+
+* class-balanced cross-entropy over camera-visible voxels (weights from class frequencies);
+* Lovasz-softmax over the same voxels;
+* BEVDet-style depth loss (binary cross-entropy against one-hot LiDAR/GT depth bins);
+* the semantic causal loss (:mod:`scaocc_core.causal`).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from scaocc_core.batch import Targets
+from scaocc_core.causal import causal_loss
+from scaocc_core.config import DepthConfig, LossConfig
+from scaocc_core.model.causal_occ import ModelOutput
+
+
+def class_weights(frequencies: np.ndarray | Tensor) -> Tensor:
+    """Occ3D-style balancing weights ``1 / log(1.2 + p_c)`` from class voxel counts.
+
+    Rare classes get up to ~5.5x the weight of a class that fills everything; classes never
+    seen get the maximum weight.
+    """
+    f = torch.as_tensor(np.asarray(frequencies, dtype=np.float64))
+    p = f / f.sum().clamp(min=1)
+    return (1.0 / torch.log(1.2 + p)).float()
+
+
+def lovasz_softmax(probs: Tensor, labels: Tensor) -> Tensor:
+    """Lovasz-softmax over present classes. ``probs`` P K (softmax), ``labels`` P."""
+    losses = []
+    for c in range(probs.shape[1]):
+        fg = (labels == c).to(probs.dtype)
+        if fg.sum() == 0:
+            continue
+        errors = (fg - probs[:, c]).abs()
+        errors_sorted, perm = torch.sort(errors, descending=True)
+        fg_sorted = fg[perm]
+        gts = fg_sorted.sum()
+        intersection = gts - fg_sorted.cumsum(0)
+        union = gts + (1 - fg_sorted).cumsum(0)
+        jaccard = 1.0 - intersection / union
+        jaccard = torch.cat([jaccard[:1], jaccard[1:] - jaccard[:-1]])  # Lovasz extension gradient
+        losses.append(torch.dot(errors_sorted, jaccard))
+    if not losses:
+        return probs.sum() * 0.0
+    return torch.stack(losses).mean()
+
+
+def depth_targets(depth2d: Tensor, feat_hw: tuple[int, int], cfg: DepthConfig) -> tuple[Tensor, Tensor]:
+    """Per feature cell: the nearest valid depth's bin (b n h w long) and validity (BEVDet)."""
+    b, n, H, W = depth2d.shape
+    h, w = feat_hw
+    d = depth2d.view(b, n, h, H // h, w, W // w).permute(0, 1, 2, 4, 3, 5).flatten(-2)  # b n h w s*s
+    d = torch.where(d > 0, d, torch.full_like(d, math.inf)).amin(-1)
+    bins = torch.floor((d - cfg.d_min) / cfg.d_step)
+    valid = torch.isfinite(d) & (bins >= 0) & (bins < cfg.num_bins)
+    return torch.where(valid, bins, torch.zeros_like(bins)).long(), valid
+
+
+def depth_loss(depth: Tensor, depth2d: Tensor, cfg: DepthConfig) -> Tensor:
+    """BCE between the (group-averaged) depth distribution and one-hot depth bins."""
+    prob = depth.mean(dim=2)  # b n D h w
+    bins, valid = depth_targets(depth2d, (prob.shape[-2], prob.shape[-1]), cfg)
+    if not bool(valid.any()):
+        return prob.sum() * 0.0
+    p = prob.permute(0, 1, 3, 4, 2)[valid]  # V D
+    onehot = F.one_hot(bins[valid], cfg.num_bins).to(p.dtype)
+    return F.binary_cross_entropy(p.clamp(1e-6, 1 - 1e-6), onehot)
+
+
+class OccupancyLoss:
+    """The weighted sum of the configured losses."""
+
+    def __init__(self, cfg: LossConfig, depth_cfg: DepthConfig, weights: Tensor | None = None) -> None:
+        self.cfg = cfg
+        self.depth_cfg = depth_cfg
+        self.weights = weights if (weights is not None and cfg.class_balanced) else None
+
+    def __call__(self, out: ModelOutput, targets: Targets,
+                 generator: torch.Generator | None = None) -> tuple[Tensor, dict[str, float]]:
+        """Total loss and its named parts (floats, for logging)."""
+        if targets.semantics is None:
+            raise ValueError("the occupancy loss needs targets.semantics")
+        sem = targets.semantics
+        mask = targets.mask_camera if targets.mask_camera is not None else torch.ones_like(sem, dtype=torch.bool)
+        logits = out.logits.permute(0, 2, 3, 4, 1)[mask]  # V K, visible voxels only
+        labels = sem[mask]
+        parts: dict[str, Tensor] = {}
+        if self.cfg.ce_weight > 0:
+            w = None if self.weights is None else self.weights.to(logits.device, logits.dtype)
+            parts["ce"] = self.cfg.ce_weight * F.cross_entropy(logits.float(), labels, weight=w)
+        if self.cfg.lovasz_weight > 0:
+            parts["lovasz"] = self.cfg.lovasz_weight * lovasz_softmax(logits.float().softmax(-1), labels)
+        if self.cfg.depth_weight > 0 and targets.depth2d is not None:
+            parts["depth"] = self.cfg.depth_weight * depth_loss(out.depth, targets.depth2d, self.depth_cfg)
+        if self.cfg.causal_weight > 0 and targets.sem2d is not None:
+            feat3d = out.feat3d if self.cfg.causal_feature == "propagated" else out.feat3d_splat
+            loss, _ = causal_loss(feat3d, out.feat2d, sem, targets.sem2d, mask, generator)
+            parts["causal"] = self.cfg.causal_weight * loss
+        total = torch.stack(list(parts.values())).sum() if parts else out.logits.sum() * 0.0
+        return total, {k: float(v.detach()) for k, v in parts.items()} | {"total": float(total.detach())}
+
+

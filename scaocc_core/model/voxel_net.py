@@ -1,0 +1,127 @@
+"""Stage 6: 3D feature propagation, encoder-decoder and the occupancy head.
+
+Propagation turns the sparse lifted features into dense ones. The paper's **normalised
+3D convolution** block: a depthwise 3x3x3 kernel made non-negative and summing to one
+(softmax over its 27 taps, per channel), then a pointwise channel mix whose weights are
+non-negative and sum to one per output channel (softmax over inputs), then residual
+averaging ``(x + f(x)) / 2``. Every step is a convex combination, so feature magnitudes
+are preserved while evidence spreads to empty neighbours. The baseline uses standard
+3D residual blocks instead.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from scaocc_core.config import VoxelNetConfig
+from scaocc_core.grid import NUM_CLASSES
+
+
+class NormalizedConv3d(nn.Module):
+    """Normalised depthwise 3x3x3 + normalised pointwise mix, residual-averaged."""
+
+    def __init__(self, channels: int, centre_bias: float = 2.0) -> None:
+        super().__init__()
+        logits = torch.zeros(channels, 27)
+        logits[:, 13] = centre_bias  # start close to identity, spread as it learns
+        self.spatial_logits = nn.Parameter(logits)
+        mix = torch.zeros(channels, channels)
+        mix.fill_diagonal_(centre_bias)
+        self.mix_logits = nn.Parameter(mix)
+
+    def spatial_kernel(self) -> Tensor:
+        """Depthwise kernel ``C 1 3 3 3``: non-negative, each channel sums to 1."""
+        return self.spatial_logits.softmax(dim=-1).view(-1, 1, 3, 3, 3)
+
+    def mix_weight(self) -> Tensor:
+        """Pointwise weights ``C C 1 1 1``: non-negative, each output row sums to 1."""
+        w = self.mix_logits.softmax(dim=-1)
+        return w.view(*w.shape, 1, 1, 1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """``x``: b C X Y Z."""
+        k = self.spatial_kernel().to(x.dtype)
+        y = F.conv3d(x, k, padding=1, groups=x.shape[1])
+        y = F.conv3d(y, self.mix_weight().to(x.dtype))
+        return 0.5 * (x + y)
+
+
+class ResBlock3d(nn.Module):
+    """Standard 3D residual block (conv-BN-ReLU-conv-BN + skip)."""
+
+    def __init__(self, cin: int, cout: int, stride: int = 1) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv3d(cin, cout, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm3d(cout)
+        self.conv2 = nn.Conv3d(cout, cout, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm3d(cout)
+        self.skip: nn.Module = nn.Identity()
+        if stride != 1 or cin != cout:
+            self.skip = nn.Sequential(nn.Conv3d(cin, cout, 1, stride, bias=False), nn.BatchNorm3d(cout))
+
+    def forward(self, x: Tensor) -> Tensor:
+        """``x``: b C X Y Z."""
+        y = F.relu(self.bn1(self.conv1(x)))
+        return F.relu(self.bn2(self.conv2(y)) + self.skip(x))
+
+
+class Propagation(nn.Module):
+    """The block stack applied right after splatting (normalised or residual)."""
+
+    def __init__(self, channels: int, cfg: VoxelNetConfig) -> None:
+        super().__init__()
+        make = (lambda: NormalizedConv3d(channels)) if cfg.propagation == "normalized" else (
+            lambda: ResBlock3d(channels, channels)
+        )
+        self.blocks = nn.Sequential(*[make() for _ in range(cfg.propagation_blocks)])
+
+    def forward(self, x: Tensor) -> Tensor:
+        """``x``: b C X Y Z -> b C X Y Z."""
+        return self.blocks(x)
+
+
+def conv_bn_relu(cin: int, cout: int, k: int = 3, stride: int = 1) -> nn.Sequential:
+    """Conv3d (no bias) + BatchNorm3d + ReLU."""
+    conv = nn.Conv3d(cin, cout, k, stride, k // 2, bias=False)
+    return nn.Sequential(conv, nn.BatchNorm3d(cout), nn.ReLU(inplace=True))
+
+
+class VoxelEncoderDecoder(nn.Module):
+    """A light 3D U-Net followed by the per-voxel class head.
+
+    Full resolution only gets a 1x1x1 projection and one 3x3x3 fusion convolution; the
+    residual blocks run at strides 2, 4, ... where they are 8x, 64x cheaper.
+    Input ``b Cin X Y Z`` -> logits ``b K X Y Z`` (K = 18 classes).
+    """
+
+    def __init__(self, in_channels: int, cfg: VoxelNetConfig, num_classes: int = NUM_CLASSES) -> None:
+        super().__init__()
+        ch = cfg.channels
+        self.stem = conv_bn_relu(in_channels, ch[0], k=1)
+        self.down = nn.ModuleList(
+            nn.Sequential(ResBlock3d(ch[i], ch[i + 1], stride=2), ResBlock3d(ch[i + 1], ch[i + 1]))
+            for i in range(len(ch) - 1)
+        )
+        self.up = nn.ModuleList(
+            nn.Sequential(nn.Conv3d(ch[i + 1], ch[i], 1, bias=False), nn.BatchNorm3d(ch[i]))
+            for i in range(len(ch) - 1)
+        )
+        self.fuse = nn.ModuleList(conv_bn_relu(ch[i], ch[i]) for i in range(len(ch) - 1))
+        self.head = nn.Conv3d(ch[0], num_classes, 1)
+        self.channels_last = cfg.channels_last
+
+    def forward(self, x: Tensor) -> Tensor:
+        """``x``: b Cin X Y Z -> class logits b K X Y Z."""
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last_3d)
+        skips = [self.stem(x)]
+        for down in self.down:
+            skips.append(down(skips[-1]))
+        y = skips.pop()
+        for i in reversed(range(len(self.up))):
+            skip = skips.pop()
+            y = F.interpolate(self.up[i](y), size=skip.shape[-3:], mode="trilinear", align_corners=False)
+            y = self.fuse[i](F.relu(y + skip))
+        return self.head(y)

@@ -1,0 +1,166 @@
+"""The one ``Predictor`` used by the CLI, the node and the benchmarks.
+
+It owns preprocessing (resize and crop of arbitrary camera images to the network size,
+with the intrinsics' augmentation matrices updated) and runs a backend: ``torch`` here;
+``onnxruntime`` and ``tensorrt`` backends live in :mod:`scaocc_core.deploy`.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+from scaocc_core.checkpoint import load_checkpoint
+from scaocc_core.config import GridConfig, ModelConfig
+from scaocc_core.deploy.graph import InferenceGraph
+from scaocc_core.grid import CLASS_NAMES
+from scaocc_core.model.causal_occ import CausalOcc
+
+log = logging.getLogger(__name__)
+
+
+class PredictorError(ValueError):
+    """The predictor was given inputs it cannot use (wrong count, bad calibration...)."""
+
+
+@dataclass
+class PredictorInput:
+    """One synchronised camera set, as the node or a dataset provides it."""
+
+    images: list[np.ndarray]  # n of H_i W_i 3 uint8 RGB, any resolution
+    intrinsics: np.ndarray  # n 3 3, K of those images
+    ego_T_cam: np.ndarray  # n 4 4
+    camera_valid: np.ndarray  # n bool
+
+
+@dataclass
+class Prediction:
+    """Per-voxel labels and confidence, plus the learnt camera corrections."""
+
+    labels: np.ndarray  # X Y Z uint8 (17 = free)
+    confidence: np.ndarray  # X Y Z uint8 (max softmax probability x 255)
+    rotation_offsets: np.ndarray  # n 3 axis-angle, radians
+    translation_offsets: np.ndarray  # n 3 metres
+    timings_ms: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ImageTransform:
+    """Test-time resize + crop: ``aug_uv = scale * uv + 0.5 * (scale - 1) - (left, top)``."""
+
+    scale: float
+    crop_left: int
+    crop_top: int
+    out_hw: tuple[int, int]
+
+    @classmethod
+    def fit(cls, src_hw: tuple[int, int], out_hw: tuple[int, int]) -> ImageTransform:
+        """Scale so the image covers ``out_hw``; crop centred horizontally, bottom-aligned."""
+        (H, W), (h, w) = src_hw, out_hw
+        scale = max(w / W, h / H)
+        rw, rh = round(W * scale), round(H * scale)
+        return cls(scale, (rw - w) // 2, rh - h, out_hw)
+
+    def matrices(self) -> tuple[np.ndarray, np.ndarray]:
+        """``post_rot`` (3 3) and ``post_tran`` (3) in the BEVDet convention."""
+        s = self.scale
+        post_rot = np.diag([s, s, 1.0])
+        post_tran = np.array([0.5 * (s - 1) - self.crop_left, 0.5 * (s - 1) - self.crop_top, 0.0])
+        return post_rot, post_tran
+
+    def apply(self, image: np.ndarray) -> np.ndarray:
+        """Resize + crop an ``H W 3`` image to ``out_hw``."""
+        H, W = image.shape[:2]
+        h, w = self.out_hw
+        rw, rh = round(W * self.scale), round(H * self.scale)
+        interp = cv2.INTER_AREA if self.scale < 1 else cv2.INTER_LINEAR
+        resized = cv2.resize(image, (rw, rh), interpolation=interp)
+        return resized[self.crop_top : self.crop_top + h, self.crop_left : self.crop_left + w]
+
+
+class Predictor:
+    """Checkpoint (or config) in, :class:`Prediction` out; see the module docstring."""
+
+    def __init__(self, model: CausalOcc, cfg: ModelConfig, device: str = "cpu") -> None:
+        self.cfg = cfg
+        self.device = torch.device(device)
+        self.graph = InferenceGraph(model.to(self.device).eval())
+        self.grid: GridConfig = cfg.grid
+        self.class_names: tuple[str, ...] = CLASS_NAMES
+        self.num_cams = cfg.image.num_cams
+        self.image_hw = (cfg.image.height, cfg.image.width)
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path, device: str = "cpu", backend: str = "torch") -> Predictor:
+        """Rebuild the model from a checkpoint file (its config travels inside)."""
+        if backend != "torch":
+            from scaocc_core.deploy.backends import make_predictor
+
+            return make_predictor(path, device=device, backend=backend)
+        if device.startswith("cuda") and not torch.cuda.is_available():
+            raise PredictorError("device 'cuda' requested but torch.cuda.is_available() is False")
+        model, cfg = load_checkpoint(path, device)
+        return cls(model, cfg, device)
+
+    @classmethod
+    def from_config(cls, cfg: ModelConfig, device: str = "cpu", seed: int = 0) -> Predictor:
+        """A randomly initialised model (tests and benchmarks)."""
+        torch.manual_seed(seed)
+        return cls(CausalOcc(cfg), cfg, device)
+
+    def preprocess(self, inp: PredictorInput) -> dict[str, np.ndarray]:
+        """Validate, resize and crop; returns the graph inputs (batch 1, float32)."""
+        n = self.num_cams
+        if len(inp.images) != n:
+            raise PredictorError(f"expected {n} images, got {len(inp.images)}")
+        K = np.asarray(inp.intrinsics, dtype=np.float64)
+        T = np.asarray(inp.ego_T_cam, dtype=np.float64)
+        if K.shape != (n, 3, 3) or T.shape != (n, 4, 4):
+            raise PredictorError(f"intrinsics must be {n}x3x3 and ego_T_cam {n}x4x4")
+        if not (np.isfinite(K).all() and np.isfinite(T).all()):
+            raise PredictorError("non-finite calibration")
+        if np.any(np.abs(np.linalg.det(K)) < 1e-9):
+            raise PredictorError("singular intrinsics")
+        images = np.zeros((n, 3, *self.image_hw), dtype=np.float32)
+        post_rot = np.zeros((n, 3, 3), dtype=np.float32)
+        post_tran = np.zeros((n, 3), dtype=np.float32)
+        for i, img in enumerate(inp.images):
+            if img.ndim != 3 or img.shape[2] != 3 or img.dtype != np.uint8:
+                raise PredictorError(f"image {i}: expected H W 3 uint8, got {img.shape} {img.dtype}")
+            tf = ImageTransform.fit(img.shape[:2], self.image_hw)
+            images[i] = tf.apply(img).transpose(2, 0, 1).astype(np.float32) / 255.0
+            post_rot[i], post_tran[i] = tf.matrices()
+        return {
+            "images": images[None],
+            "intrinsics": K.astype(np.float32)[None],
+            "ego_T_cam": T.astype(np.float32)[None],
+            "post_rot": post_rot[None],
+            "post_tran": post_tran[None],
+            "camera_valid": np.asarray(inp.camera_valid, dtype=np.float32).reshape(1, n),
+        }
+
+    def run(self, feeds: dict[str, np.ndarray]) -> tuple[np.ndarray, ...]:
+        """Run the backend on preprocessed inputs; returns the graph outputs as numpy."""
+        with torch.inference_mode():
+            args = [torch.from_numpy(feeds[k]).to(self.device) for k in
+                    ("images", "intrinsics", "ego_T_cam", "post_rot", "post_tran", "camera_valid")]
+            return tuple(t.cpu().numpy() for t in self.graph(*args))
+
+    def predict(self, inp: PredictorInput) -> Prediction:
+        """Preprocess, run and unpack one camera set."""
+        t0 = time.perf_counter()
+        feeds = self.preprocess(inp)
+        t1 = time.perf_counter()
+        labels, conf, rot, trans = self.run(feeds)
+        t2 = time.perf_counter()
+        return Prediction(
+            labels=labels[0], confidence=conf[0], rotation_offsets=rot[0].astype(np.float64),
+            translation_offsets=trans[0].astype(np.float64),
+            timings_ms={"preprocess": 1e3 * (t1 - t0), "inference": 1e3 * (t2 - t1)},
+        )
