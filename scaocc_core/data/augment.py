@@ -1,0 +1,259 @@
+"""BEVDet-style image augmentation and BEV (ego-frame) augmentation of the voxel labels.
+
+Image augmentation is one affine map of pixel coordinates (original image -> network
+image): resize, crop, horizontal flip, rotation about the image centre. It is returned in
+the BEVDet convention ``aug_uvd = post_rot @ uvd + post_tran`` (third row of ``post_rot``
+and third entry of ``post_tran`` are identity and 0). Pixel ``j`` spans ``[j - 0.5, j + 0.5]``
+and OpenCV's warps use the same centre convention, so the maps are exact.
+
+BEV augmentation is ``bda = egoaug_T_ego`` (4x4: rotation about +z, optional isotropic
+scale, flips of x and/or y). The label grid is resampled with it (nearest neighbour), so a
+point ``p`` of the original ego frame and ``bda @ p`` carry the same class.
+
+All randomness comes from the ``numpy.random.Generator`` passed in; nothing here seeds.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from scaocc_core.config import GridConfig
+from scaocc_core.grid import FREE
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    """Training-time augmentation ranges (BEVDet defaults for the image part).
+
+    ``resize_range`` multiplies the base resize (the one that makes the stored image just
+    cover the network input); ``bottom_crop_range`` is the fraction of the resized height
+    cut from the bottom (BEVDet ``bot_pct_lim``); horizontal crop placement is uniform.
+    """
+
+    resize_range: tuple[float, float] = (0.86, 1.25)
+    bottom_crop_range: tuple[float, float] = (0.0, 0.22)
+    flip_prob: float = 0.5
+    rot_deg: float = 5.4
+    bev_flip_x_prob: float = 0.5
+    bev_flip_y_prob: float = 0.5
+    bev_rot_deg: float = 0.0
+    bev_scale_range: tuple[float, float] = (1.0, 1.0)
+
+    def validate(self) -> AugmentConfig:
+        """Raise ``ValueError`` on impossible ranges; return ``self``."""
+        lo, hi = self.resize_range
+        if not 0 < lo <= hi:
+            raise ValueError(f"augment.resize_range must satisfy 0 < lo <= hi, got {self.resize_range}")
+        blo, bhi = self.bottom_crop_range
+        if not 0 <= blo <= bhi < 1:
+            raise ValueError(f"augment.bottom_crop_range must lie in [0, 1), got {self.bottom_crop_range}")
+        for name in ("flip_prob", "bev_flip_x_prob", "bev_flip_y_prob"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise ValueError(f"augment.{name} must be a probability, got {getattr(self, name)}")
+        slo, shi = self.bev_scale_range
+        if not 0 < slo <= shi:
+            raise ValueError(f"augment.bev_scale_range must satisfy 0 < lo <= hi, got {self.bev_scale_range}")
+        return self
+
+
+@dataclass(frozen=True)
+class ImageAug:
+    """One sampled image augmentation.
+
+    ``resize`` is the scale factor, ``crop`` the top-left corner ``(x, y)`` of the network
+    window in the resized image, ``rot_deg`` the counter-clockwise (as displayed) rotation
+    about the window centre.
+    """
+
+    resize: float
+    crop: tuple[int, int]
+    flip: bool
+    rot_deg: float
+
+
+def eval_image_aug(src_hw: tuple[int, int], out_hw: tuple[int, int]) -> ImageAug:
+    """Deterministic resize + crop keeping the bottom centre (BEVDet test-time crop)."""
+    (H, W), (fH, fW) = src_hw, out_hw
+    resize = max(fH / H, fW / W)
+    new_h, new_w = int(H * resize), int(W * resize)
+    return ImageAug(resize, ((new_w - fW) // 2, new_h - fH), False, 0.0)
+
+
+def sample_image_aug(
+    src_hw: tuple[int, int], out_hw: tuple[int, int], cfg: AugmentConfig, rng: np.random.Generator
+) -> ImageAug:
+    """Random BEVDet-style resize, crop, flip and rotation."""
+    (H, W), (fH, fW) = src_hw, out_hw
+    resize = max(fH / H, fW / W) * float(rng.uniform(*cfg.resize_range))
+    new_h, new_w = int(H * resize), int(W * resize)
+    crop_y = int((1 - rng.uniform(*cfg.bottom_crop_range)) * new_h) - fH
+    crop_x = int(rng.uniform(0, max(0, new_w - fW)))
+    flip = bool(rng.uniform() < cfg.flip_prob)
+    rot = float(rng.uniform(-cfg.rot_deg, cfg.rot_deg))
+    return ImageAug(resize, (crop_x, crop_y), flip, rot)
+
+
+def _resize_matrix(src_hw: tuple[int, int], resize: float) -> tuple[np.ndarray, tuple[int, int]]:
+    """Exact pixel map of ``cv2.resize`` to ``int(size * resize)`` (3x3) and the new ``(h, w)``."""
+    H, W = src_hw
+    new_h, new_w = max(1, int(H * resize)), max(1, int(W * resize))
+    sx, sy = new_w / W, new_h / H
+    # Pixel-centre convention: u' = sx (u + 0.5) - 0.5.
+    R = np.array([[sx, 0, 0.5 * sx - 0.5], [0, sy, 0.5 * sy - 0.5], [0, 0, 1.0]])
+    return R, (new_h, new_w)
+
+
+def _window_matrix(aug: ImageAug, out_hw: tuple[int, int]) -> np.ndarray:
+    """Crop, flip and rotation applied after the resize (3x3 map of pixel coordinates)."""
+    fH, fW = out_hw
+    crop = np.array([[1, 0, -aug.crop[0]], [0, 1, -aug.crop[1]], [0, 0, 1.0]])
+    flip = np.array([[-1, 0, fW - 1], [0, 1, 0], [0, 0, 1.0]]) if aug.flip else np.eye(3)
+    a = math.radians(aug.rot_deg)
+    c, s = math.cos(a), math.sin(a)
+    cu, cv = (fW - 1) / 2, (fH - 1) / 2
+    # Counter-clockwise on screen with v pointing down.
+    rot = np.array([[c, s, cu - c * cu - s * cv], [-s, c, cv + s * cu - c * cv], [0, 0, 1.0]])
+    return rot @ flip @ crop
+
+
+def image_aug_matrix(src_hw: tuple[int, int], out_hw: tuple[int, int], aug: ImageAug) -> np.ndarray:
+    """The full 3x3 affine map from original to network pixel coordinates."""
+    R, _ = _resize_matrix(src_hw, aug.resize)
+    return _window_matrix(aug, out_hw) @ R
+
+
+def post_rot_tran(A: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """BEVDet ``post_rot`` (3x3) and ``post_tran`` (3,) of a 3x3 pixel affine ``A``."""
+    post_rot = np.eye(3)
+    post_rot[:2, :2] = A[:2, :2]
+    post_tran = np.zeros(3)
+    post_tran[:2] = A[:2, 2]
+    return post_rot, post_tran
+
+
+def warp_image(image: np.ndarray, out_hw: tuple[int, int], aug: ImageAug) -> np.ndarray:
+    """Apply ``aug`` to an ``H W 3`` uint8 image; returns ``fH fW 3`` uint8 (black outside)."""
+    R, (new_h, new_w) = _resize_matrix(image.shape[:2], aug.resize)
+    shrink = new_h < image.shape[0]
+    resized = cv2.resize(image, (new_w, new_h), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+    M = _window_matrix(aug, out_hw)
+    fH, fW = out_hw
+    if np.allclose(M[:2, :2], np.eye(2)) and float(M[0, 2]).is_integer() and float(M[1, 2]).is_integer():
+        return _shift_crop(resized, int(-M[0, 2]), int(-M[1, 2]), fH, fW)
+    return cv2.warpAffine(resized, M[:2], (fW, fH), flags=cv2.INTER_LINEAR, borderValue=(0, 0, 0))
+
+
+def _shift_crop(img: np.ndarray, x0: int, y0: int, fH: int, fW: int) -> np.ndarray:
+    """Window ``[y0, y0 + fH) x [x0, x0 + fW)`` of ``img``, zero-padded where it leaves it."""
+    out = np.zeros((fH, fW, *img.shape[2:]), dtype=img.dtype)
+    ys, xs = max(0, y0), max(0, x0)
+    ye, xe = min(img.shape[0], y0 + fH), min(img.shape[1], x0 + fW)
+    if ye > ys and xe > xs:
+        out[ys - y0 : ye - y0, xs - x0 : xe - x0] = img[ys:ye, xs:xe]
+    return out
+
+
+def is_sparse(values: np.ndarray, fill: float) -> bool:
+    """True when fewer than half of the pixels of ``values`` (``H W``) carry a label."""
+    return bool(np.mean(values != fill) < 0.5)
+
+
+def warp_label_map(
+    values: np.ndarray,
+    A: np.ndarray,
+    out_hw: tuple[int, int],
+    fill: float,
+    sparse: bool,
+    depth: np.ndarray | None = None,
+) -> np.ndarray:
+    """Nearest-neighbour warp of a per-pixel map ``H W`` by the pixel affine ``A``.
+
+    Dense maps are gathered (each output pixel reads the source pixel nearest to its
+    pre-image); sparse maps (e.g. projected lidar points) are scattered (each labelled
+    source pixel goes to its nearest output pixel) so shrinking never drops labels.
+    Collisions keep the point with the smallest ``depth`` when given. Returns ``fH fW``.
+    """
+    fH, fW = out_hw
+    valid = values != fill
+    if not sparse:
+        Ainv = np.linalg.inv(A)
+        return cv2.warpAffine(
+            values, Ainv[:2], (fW, fH), flags=cv2.INTER_NEAREST | cv2.WARP_INVERSE_MAP,
+            borderMode=cv2.BORDER_CONSTANT, borderValue=fill,
+        ).astype(values.dtype)
+    v, u = np.nonzero(valid)  # k, k
+    uv = A[:2, :2] @ np.stack([u, v]).astype(np.float64) + A[:2, 2:3]  # 2 k
+    iu, iv = np.rint(uv[0]).astype(np.int64), np.rint(uv[1]).astype(np.int64)
+    keep = (iu >= 0) & (iu < fW) & (iv >= 0) & (iv < fH)
+    vals = values[v, u][keep]
+    iu, iv = iu[keep], iv[keep]
+    if depth is not None:
+        order = np.argsort(-depth[v, u][keep], kind="stable")  # far first, near written last
+        vals, iu, iv = vals[order], iu[order], iv[order]
+    out = np.full((fH, fW), fill, dtype=values.dtype)
+    out[iv, iu] = vals
+    return out
+
+
+def sample_bda(cfg: AugmentConfig, rng: np.random.Generator) -> np.ndarray:
+    """Random ``egoaug_T_ego`` (4x4): flips of x / y, rotation about +z, isotropic scale."""
+    a = math.radians(float(rng.uniform(-cfg.bev_rot_deg, cfg.bev_rot_deg)))
+    scale = float(rng.uniform(*cfg.bev_scale_range))
+    flip_x = bool(rng.uniform() < cfg.bev_flip_x_prob)
+    flip_y = bool(rng.uniform() < cfg.bev_flip_y_prob)
+    return make_bda(math.degrees(a), scale, flip_x, flip_y)
+
+
+def make_bda(rot_deg: float, scale: float, flip_x: bool, flip_y: bool) -> np.ndarray:
+    """``egoaug_T_ego`` = flip @ scale @ rotation (about +z, counter-clockwise seen from above)."""
+    a = math.radians(rot_deg)
+    rot = np.array([[math.cos(a), -math.sin(a), 0], [math.sin(a), math.cos(a), 0], [0, 0, 1.0]])
+    flip = np.diag([-1.0 if flip_x else 1.0, -1.0 if flip_y else 1.0, 1.0])
+    T = np.eye(4)
+    T[:3, :3] = flip @ (scale * rot)
+    return T
+
+
+def apply_bda_to_grid(
+    bda: np.ndarray,
+    grid: GridConfig,
+    semantics: np.ndarray,
+    masks: list[np.ndarray],
+) -> tuple[np.ndarray, list[np.ndarray]]:
+    """Resample ``X Y Z`` labels (and boolean masks) into the BEV-augmented ego frame.
+
+    Each augmented voxel takes the label of the original voxel containing
+    ``inverse(bda) @ centre``; voxels whose pre-image leaves the grid become free and
+    unobserved (masks False). Returns the new semantics and masks (same shapes).
+    """
+    if np.allclose(bda, np.eye(4)):
+        return semantics, masks
+    lower, vs, size = np.asarray(grid.lower), np.asarray(grid.voxel_size), np.asarray(grid.size)
+    inv = np.linalg.inv(bda)
+    if np.allclose(bda[2], [0, 0, 1, 0]) and np.allclose(bda[:2, 2], 0):
+        # z untouched: resample whole columns (X Y index maps).
+        ii, jj = np.meshgrid(np.arange(size[0]), np.arange(size[1]), indexing="ij")  # X Y
+        cx = lower[0] + (ii + 0.5) * vs[0]
+        cy = lower[1] + (jj + 0.5) * vs[1]
+        sx = inv[0, 0] * cx + inv[0, 1] * cy + inv[0, 3]
+        sy = inv[1, 0] * cx + inv[1, 1] * cy + inv[1, 3]
+        si = np.floor((sx - lower[0]) / vs[0]).astype(np.int64)
+        sj = np.floor((sy - lower[1]) / vs[1]).astype(np.int64)
+        inside = (si >= 0) & (si < size[0]) & (sj >= 0) & (sj < size[1])  # X Y
+        si, sj = np.clip(si, 0, size[0] - 1), np.clip(sj, 0, size[1] - 1)
+        sem = np.where(inside[..., None], semantics[si, sj], FREE).astype(semantics.dtype)
+        return sem, [np.where(inside[..., None], m[si, sj], False) for m in masks]
+    axes = [lower[a] + (np.arange(size[a]) + 0.5) * vs[a] for a in range(3)]
+    centres = np.stack(np.meshgrid(*axes, indexing="ij"), axis=-1)  # X Y Z 3
+    src = centres @ inv[:3, :3].T + inv[:3, 3]
+    idx = np.floor((src - lower) / vs).astype(np.int64)  # X Y Z 3
+    inside = np.all((idx >= 0) & (idx < size), axis=-1)
+    idx = np.clip(idx, 0, size - 1)
+    gather = (idx[..., 0], idx[..., 1], idx[..., 2])
+    sem = np.where(inside, semantics[gather], FREE).astype(semantics.dtype)
+    return sem, [np.where(inside, m[gather], False) for m in masks]
+

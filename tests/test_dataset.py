@@ -1,0 +1,201 @@
+"""OccDataset on hand-written manifests: shapes, GT downsampling, augmentation, noise, errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from scaocc_core.batch import collate
+from scaocc_core.config import GridConfig, ImageConfig, ModelConfig
+from scaocc_core.data.augment import AugmentConfig
+from scaocc_core.data.dataset import OccDataset, class_frequencies
+from scaocc_core.data.labels import DataError, OccLabels, downsample_labels, save_occ3d_labels
+from scaocc_core.data.manifest import CameraRecord, FrameRecord, Manifest
+from scaocc_core.data.noise import CameraNoise
+from scaocc_core.data.rig import load_nuscenes_sample_rig
+from scaocc_core.grid import FREE
+
+SRC_HW = (225, 400)
+POINT = np.array([14.0, 1.5, 0.8])  # ego point painted as a red blob in CAM_FRONT
+CFG = ModelConfig(grid=GridConfig(size=(100, 100, 8)), image=ImageConfig(6, 128, 352)).validate()
+
+
+def _project(K: np.ndarray, ego_T_cam: np.ndarray, p: np.ndarray) -> tuple[np.ndarray, float]:
+    c = np.linalg.inv(ego_T_cam) @ np.append(p, 1.0)
+    return (K @ c[:3])[:2] / c[2], float(c[2])
+
+
+def _tuple(m: np.ndarray) -> tuple[tuple[float, ...], ...]:
+    return tuple(tuple(float(v) for v in r) for r in m)
+
+
+def write_manifest(root: Path, frames: int = 3, with_2d: bool = True) -> Manifest:
+    """A tiny manifest: 6 cameras at 225x400 with a blob at POINT, Occ3D 200x200x16 labels."""
+    rig = load_nuscenes_sample_rig().resized(*SRC_HW)
+    rng = np.random.default_rng(0)
+    records = []
+    for i in range(frames):
+        cams = {}
+        for cam in rig.cameras:
+            img = np.full((*SRC_HW, 3), 60 + 20 * i, dtype=np.uint8)
+            uv, depth = _project(cam.K, cam.ego_T_cam, POINT)
+            if depth > 0:
+                cv2.circle(img, (int(round(uv[0])), int(round(uv[1]))), 5, (0, 0, 255), -1)  # BGR red
+            rel = f"frame{i}/{cam.name}.png"
+            (root / rel).parent.mkdir(parents=True, exist_ok=True)
+            cv2.imwrite(str(root / rel), img)
+            sem = depth_rel = sem_rel = None
+            if with_2d:
+                sem = np.full(SRC_HW, 255, np.uint8)
+                d = np.zeros(SRC_HW, np.float32)
+                v, u = rng.integers(0, SRC_HW[0], 300), rng.integers(0, SRC_HW[1], 300)
+                sem[v, u], d[v, u] = rng.integers(0, 17, 300), rng.uniform(1, 50, 300)
+                sem_rel, depth_rel = f"frame{i}/{cam.name}_sem.png", f"frame{i}/{cam.name}_depth.npy"
+                cv2.imwrite(str(root / sem_rel), sem)
+                np.save(root / depth_rel, d)
+            cams[cam.name] = CameraRecord(rel, _tuple(cam.K), _tuple(cam.ego_T_cam), sem_rel, depth_rel)
+        sem3d = np.full((200, 200, 16), FREE, np.uint8)
+        sem3d[100:120, 90:110, 2:6] = 4  # a car-sized block ahead
+        sem3d[:, :, 0:2] = 11  # road
+        mask = np.zeros_like(sem3d, dtype=bool)
+        mask[:, :, :8] = True
+        save_occ3d_labels(root / f"gts/frame{i}/labels.npz", OccLabels(sem3d, mask, mask.copy()))
+        records.append(FrameRecord(f"tok{i}", "scene-a", float(i), _tuple(np.eye(4)), f"gts/frame{i}", cams))
+    manifest = Manifest(root, "test", rig.names, records, {"train": list(range(frames - 1)), "val": [frames - 1]},
+                        {"lower": [-40, -40, -1], "upper": [40, 40, 5.4], "size": [200, 200, 16]})
+    manifest.save()
+    return manifest
+
+
+@pytest.fixture(scope="module")
+def manifest_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("manifest")
+    write_manifest(root)
+    return root
+
+
+def test_downsample_hand_made() -> None:
+    sem = np.full((2, 2, 2), FREE, np.uint8)
+    sem = np.tile(sem, (2, 1, 1))  # 4 2 2 -> two coarse voxels along x with factor (2, 2, 2)
+    sem[0, 0, 0], sem[0, 1, 1], sem[1, 0, 0] = 4, 4, 7  # coarse 0: car x2, pedestrian x1
+    sem[2, 1, 0] = 11  # coarse 1: a single road child among free
+    mc = np.zeros_like(sem, dtype=bool)
+    mc[3, 1, 1] = True
+    out = downsample_labels(OccLabels(sem, mc, np.zeros_like(mc)), (2, 2, 2))
+    assert out.semantics.shape == (2, 1, 1)
+    assert out.semantics[:, 0, 0].tolist() == [4, 11]
+    assert out.mask_camera[:, 0, 0].tolist() == [False, True] and not out.mask_lidar.any()
+    empty = downsample_labels(OccLabels(np.full((2, 2, 2), FREE, np.uint8), mc[:2], mc[:2]), (2, 2, 2))
+    assert empty.semantics.item() == FREE
+    tie = np.full((2, 2, 2), FREE, np.uint8)
+    tie[0, 0, 0], tie[1, 1, 1] = 9, 2  # one each: the lower class index wins
+    assert downsample_labels(OccLabels(tie, mc[:2], mc[:2]), (2, 2, 2)).semantics.item() == 2
+
+
+def test_manifest_round_trip(manifest_dir: Path) -> None:
+    m = Manifest.load(manifest_dir)
+    again = Manifest.load(m.save(manifest_dir / "copy.json"))
+    assert again.frames == m.frames and again.splits == m.splits and again.grid == m.grid
+
+
+def test_item_shapes_and_values(manifest_dir: Path) -> None:
+    ds = OccDataset(manifest_dir, "train", CFG)
+    assert len(ds) == 2
+    b = collate([ds[0], ds[1]])
+    assert b.inputs.images.shape == (2, 6, 3, 128, 352) and b.inputs.images.dtype == torch.float32
+    assert 0 <= float(b.inputs.images.min()) and float(b.inputs.images.max()) <= 1
+    assert b.inputs.camera_valid.all() and b.tokens == ["tok0", "tok1"]
+    rig = load_nuscenes_sample_rig().resized(*SRC_HW)
+    np.testing.assert_allclose(b.inputs.intrinsics[0, 1].numpy(), rig.cameras[1].K, rtol=1e-6)
+    np.testing.assert_allclose(b.inputs.bda[0].numpy(), np.eye(4))
+    t = b.targets
+    assert t.semantics is not None and t.mask_camera is not None and t.sem2d is not None and t.depth2d is not None
+    assert t.semantics.shape == (2, 100, 100, 8) and t.semantics.dtype == torch.long
+    assert t.mask_camera.shape == (2, 100, 100, 8) and t.mask_camera.dtype == torch.bool
+    assert (t.semantics[0, 50:60, 45:55, 1:3] == 4).all() and (t.semantics[0, :, :, 0] == 11).all()
+    assert t.mask_camera[0, :, :, :4].all() and not t.mask_camera[0, :, :, 4:].any()
+    assert t.sem2d.shape == (2, 6, 128, 352) and t.depth2d.shape == (2, 6, 128, 352)
+    # Sparse 2D labels are scattered, not dropped, and labels and depths coincide.
+    assert ((t.sem2d != 255) == (t.depth2d > 0)).all()
+    # The eval crop keeps the bottom 128 of 198 resized rows: ~65 % of the 6 x 300 points.
+    assert 0.55 * 1800 < int((t.sem2d[0] != 255).sum()) <= 0.7 * 1800
+
+
+def _blob_centroid(img: torch.Tensor) -> np.ndarray:
+    red = (img[0] - img[1]).clamp(min=0).numpy()  # H W
+    red[red < 0.2] = 0
+    vv, uu = np.mgrid[: red.shape[0], : red.shape[1]]
+    return np.array([(uu * red).sum() / red.sum(), (vv * red).sum() / red.sum()])
+
+
+def test_augmented_blob_and_bda(manifest_dir: Path) -> None:
+    cfg = AugmentConfig(bev_rot_deg=30.0, rot_deg=8.0)
+    ds = OccDataset(manifest_dir, "train", CFG, augment=cfg, seed=3)
+    rig = load_nuscenes_sample_rig().resized(*SRC_HW)
+    checked = 0
+    for epoch in range(4):
+        ds.set_epoch(epoch)
+        b = ds[0]
+        uv, _ = _project(rig.cameras[1].K, rig.cameras[1].ego_T_cam, POINT)
+        pr, pt = b.inputs.post_rot[0, 1].double().numpy(), b.inputs.post_tran[0, 1].double().numpy()
+        want = pr[:2, :2] @ uv + pt[:2]
+        if 5 < want[0] < 346 and 5 < want[1] < 122:
+            np.testing.assert_allclose(_blob_centroid(b.inputs.images[0, 1]), want, atol=0.7)
+            checked += 1
+        # The car block's centre, mapped by bda, lies in a car voxel of the augmented GT.
+        bda = b.inputs.bda[0].double().numpy()
+        centre = bda @ np.array([0.0 + 4.0, 0.0, 0.6, 1.0])  # block spans x 0..8, y -4..4, z -0.2..1.4
+        idx = np.floor((centre[:3] - np.array([-40, -40, -1.0])) / np.array([0.8, 0.8, 0.8])).astype(int)
+        assert b.targets.semantics is not None
+        assert int(b.targets.semantics[0, idx[0], idx[1], idx[2]]) == 4
+    assert checked >= 2
+
+
+def test_determinism(manifest_dir: Path) -> None:
+    cfg = AugmentConfig(bev_rot_deg=10.0)
+    a = OccDataset(manifest_dir, "train", CFG, augment=cfg, seed=1)[1]
+    b = OccDataset(manifest_dir, "train", CFG, augment=cfg, seed=1)[1]
+    for x, y in ((a.inputs.images, b.inputs.images), (a.inputs.post_rot, b.inputs.post_rot),
+                 (a.inputs.bda, b.inputs.bda), (a.targets.semantics, b.targets.semantics)):
+        assert x is not None and y is not None and torch.equal(x, y)
+    other = OccDataset(manifest_dir, "train", CFG, augment=cfg, seed=2)[1]
+    assert not torch.equal(a.inputs.post_rot, other.inputs.post_rot)
+
+
+def test_camera_noise_leaves_images(manifest_dir: Path) -> None:
+    clean = OccDataset(manifest_dir, "val", CFG)[0]
+    noisy_ds = OccDataset(manifest_dir, "val", CFG, camera_noise=CameraNoise.parse("so3:2,0.1"), noise_seed=4)
+    noisy, again = noisy_ds[0], noisy_ds[0]
+    assert torch.equal(clean.inputs.images, noisy.inputs.images)
+    assert not torch.allclose(clean.inputs.ego_T_cam, noisy.inputs.ego_T_cam)
+    assert torch.equal(noisy.inputs.ego_T_cam, again.inputs.ego_T_cam)
+
+
+def test_bad_data_names_the_file(tmp_path: Path) -> None:
+    m = write_manifest(tmp_path, frames=2, with_2d=False)
+    img = m.resolve(m.frames[0].cameras["CAM_BACK"].image)
+    img.write_bytes(b"not a png")
+    with pytest.raises(DataError, match="CAM_BACK.png"):
+        OccDataset(tmp_path, "train", CFG)[0]
+    img.unlink()
+    with pytest.raises(DataError, match="CAM_BACK.png"):
+        OccDataset(tmp_path, "train", CFG)[0]
+    (tmp_path / "gts/frame1/labels.npz").write_bytes(b"\x00" * 10)
+    with pytest.raises(DataError, match="frame1/labels.npz"):
+        OccDataset(tmp_path, "val", CFG)[0]
+    with pytest.raises(DataError, match="integer multiple"):
+        OccDataset(tmp_path, "val", ModelConfig(grid=GridConfig(size=(150, 150, 16))))
+
+
+def test_class_frequencies(manifest_dir: Path) -> None:
+    ds = OccDataset(manifest_dir, "all", CFG)
+    counts = class_frequencies(ds, max_frames=2)
+    assert counts.shape == (18,)
+    # 2 frames x road (100 x 100 x 1 coarse layer) and the car block (10 x 10 x 2, observed).
+    assert counts[11] == 2 * 100 * 100 and counts[4] == 2 * 10 * 10 * 2
+    fine = class_frequencies(Manifest.load(manifest_dir), max_frames=1)
+    assert fine[11] == 200 * 200 * 2 and fine[4] == 20 * 20 * 4
