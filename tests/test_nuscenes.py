@@ -96,8 +96,10 @@ def converted(tmp_path_factory: pytest.TempPathFactory) -> tuple[Manifest, Path]
     z_ego = points[:, :3] @ np.asarray(META["lidar"]["lidar2ego"])[2, :3] + META["lidar"]["lidar2ego"][2][3]
     seg = np.where(z_ego < 0.3, 24, 28).astype(np.uint8)  # road below 0.3 m, man-made above
     seg[::50] = 17  # a sprinkling of cars
-    infos = {"train": [make_info(data_root, "tokA", "scene-0001", True)],
-             "val": [make_info(data_root, "tokB", "scene-0002", True), make_info(data_root, "tokC", "scene-0002", False)]}
+    infos = {
+        "train": [make_info(data_root, "tokA", "scene-0001", True)],
+        "val": [make_info(data_root, "tokB", "scene-0002", True), make_info(data_root, "tokC", "scene-0002", False)],
+    }
     sem = np.full((200, 200, 16), FREE, np.uint8)
     sem[:, :, 1] = 11
     mask = np.zeros_like(sem, dtype=bool)
