@@ -1,0 +1,192 @@
+"""ROS camera messages -> numpy: images (raw and compressed), intrinsics, stamp checks.
+
+Every problem with a message raises :class:`ConversionError` naming it; the node counts and
+skips such messages. Images come out as ``H W 3`` uint8 RGB, the core's convention.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image
+
+
+class ConversionError(ValueError):
+    """A camera message cannot be used (wrong size or step, unknown encoding, bad data...)."""
+
+
+#: encoding -> (channels, bytes per channel, OpenCV conversion to RGB or None)
+ENCODINGS: dict[str, tuple[int, int, int | None]] = {
+    "rgb8": (3, 1, None),
+    "bgr8": (3, 1, cv2.COLOR_BGR2RGB),
+    "mono8": (1, 1, cv2.COLOR_GRAY2RGB),
+    "rgba8": (4, 1, cv2.COLOR_RGBA2RGB),
+    "bgra8": (4, 1, cv2.COLOR_BGRA2RGB),
+    "mono16": (1, 2, cv2.COLOR_GRAY2RGB),
+}
+
+#: Distortion models that can be undistorted, and how many coefficients they need at least.
+DISTORTION_MODELS: dict[str, int] = {"plumb_bob": 5, "rational_polynomial": 8, "equidistant": 4}
+
+
+def check_image(msg: Image) -> None:
+    """Cheap validation of a raw ``Image`` (no pixel is touched); raises :class:`ConversionError`."""
+    if msg.encoding not in ENCODINGS:
+        raise ConversionError(f"unknown image encoding {msg.encoding!r}; supported: {sorted(ENCODINGS)}")
+    channels, depth, _ = ENCODINGS[msg.encoding]
+    if msg.height == 0 or msg.width == 0:
+        raise ConversionError(f"empty image {msg.width}x{msg.height}")
+    row_bytes = msg.width * channels * depth
+    if msg.step < row_bytes:
+        raise ConversionError(f"step {msg.step} < width * bytes per pixel = {row_bytes} ({msg.encoding})")
+    if len(msg.data) != msg.step * msg.height:
+        raise ConversionError(
+            f"data has {len(msg.data)} bytes, expected step * height = {msg.step} * {msg.height}"
+        )
+
+
+def image_to_rgb(msg: Image) -> np.ndarray:
+    """A raw ``Image`` as ``H W 3`` uint8 RGB, honouring ``step`` (row padding).
+
+    ``is_bigendian`` only matters for ``mono16`` (scaled to 8 bits by its high byte); 8-bit
+    encodings are byte-order free.
+    """
+    check_image(msg)
+    channels, depth, code = ENCODINGS[msg.encoding]
+    buf = np.frombuffer(msg.data, dtype=np.uint8).reshape(msg.height, msg.step)  # H step
+    rows = buf[:, : msg.width * channels * depth]  # H (W c depth), row padding dropped
+    if depth == 2:
+        dtype = np.dtype(">u2" if msg.is_bigendian else "<u2")
+        pixels = (rows.copy().view(dtype).astype(np.uint16) >> 8).astype(np.uint8)  # H W
+    else:
+        pixels = rows.reshape(msg.height, msg.width, channels)  # H W c
+    pixels = np.ascontiguousarray(pixels)
+    if code is None:
+        return pixels
+    return cv2.cvtColor(pixels, code)
+
+
+def compressed_to_rgb(msg: CompressedImage) -> np.ndarray:
+    """A JPEG or PNG ``CompressedImage`` as ``H W 3`` uint8 RGB (decoded by ``cv2.imdecode``)."""
+    fmt = msg.format.lower()
+    if "compresseddepth" in fmt:
+        raise ConversionError(f"compressed depth images are not camera images (format {msg.format!r})")
+    if len(msg.data) == 0:
+        raise ConversionError("empty compressed image")
+    bgr = cv2.imdecode(np.frombuffer(msg.data, dtype=np.uint8), cv2.IMREAD_COLOR)
+    if bgr is None:
+        raise ConversionError(f"cannot decode compressed image (format {msg.format!r}, {len(msg.data)} bytes)")
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+@dataclass(frozen=True)
+class Intrinsics:
+    """Calibration of the images actually sent (ROI and binning applied to ``CameraInfo.k``)."""
+
+    K: np.ndarray  # 3 3, img_T_cam of the sent image
+    D: np.ndarray  # distortion coefficients (empty or all zero = none)
+    model: str
+    image_hw: tuple[int, int]  # size the images must have
+    frame_id: str
+
+    @property
+    def distorted(self) -> bool:
+        """Whether the images need undistortion."""
+        return bool(self.D.size) and bool(np.any(self.D != 0))
+
+
+def camera_info_to_intrinsics(msg: CameraInfo) -> Intrinsics:
+    """K of the sent images from ``CameraInfo``, applying ROI offset and binning.
+
+    ``CameraInfo.k`` describes the full-resolution sensor; the image is the ROI (all zero =
+    full frame) binned by ``binning_x/y`` (0 = 1). With pixel ``j`` spanning
+    ``[j - 0.5, j + 0.5]``, a binned pixel ``j'`` covers raw pixels ``b j' .. b j' + b - 1``,
+    so ``u' = (u - x_offset - (b - 1) / 2) / b``.
+    """
+    K = np.asarray(msg.k, dtype=np.float64).reshape(3, 3)
+    if not np.isfinite(K).all():
+        raise ConversionError(f"camera_info K is not finite: {K.ravel().tolist()}")
+    if K[0, 0] <= 0 or K[1, 1] <= 0 or not np.allclose(K[2], (0.0, 0.0, 1.0)):
+        raise ConversionError(f"camera_info K is not a valid intrinsic matrix: {K.ravel().tolist()}")
+    if msg.width == 0 or msg.height == 0:
+        raise ConversionError(f"camera_info has an empty resolution {msg.width}x{msg.height}")
+    bx, by = max(int(msg.binning_x), 1), max(int(msg.binning_y), 1)
+    roi = msg.roi
+    full = roi.width == 0 or roi.height == 0
+    x0, y0 = (0, 0) if full else (int(roi.x_offset), int(roi.y_offset))
+    w, h = (msg.width, msg.height) if full else (int(roi.width), int(roi.height))
+    if x0 + w > msg.width or y0 + h > msg.height:
+        raise ConversionError(f"camera_info ROI {x0},{y0} {w}x{h} exceeds the sensor {msg.width}x{msg.height}")
+    S = np.array([[1 / bx, 0, -(x0 + (bx - 1) / 2) / bx], [0, 1 / by, -(y0 + (by - 1) / 2) / by], [0, 0, 1]])
+    D = np.asarray(msg.d, dtype=np.float64)
+    if not np.isfinite(D).all():
+        raise ConversionError("camera_info distortion coefficients are not finite")
+    return Intrinsics(S @ K, D, msg.distortion_model, (h // by, w // bx), msg.header.frame_id)
+
+
+class Undistorter:
+    """Removes lens distortion (``distortion: undistort``) or refuses it (``reject``).
+
+    Undistorted images keep the same K. Remap tables are cached per calibration.
+    """
+
+    def __init__(self, mode: str, cache_size: int = 16) -> None:
+        if mode not in ("undistort", "reject"):
+            raise ValueError(f"distortion mode must be undistort or reject, got {mode!r}")
+        self.mode = mode
+        self.cache_size = cache_size
+        self._maps: OrderedDict[bytes, tuple[np.ndarray, np.ndarray]] = OrderedDict()
+
+    def check(self, intr: Intrinsics) -> None:
+        """Raise :class:`ConversionError` if images of this calibration cannot be used."""
+        if not intr.distorted:
+            return
+        if self.mode == "reject":
+            raise ConversionError(
+                f"non-zero {intr.model!r} distortion and distortion mode 'reject': publish rectified "
+                "images with zero D, or set the parameter distortion: undistort"
+            )
+        need = DISTORTION_MODELS.get(intr.model)
+        if need is None:
+            raise ConversionError(f"cannot undistort model {intr.model!r}; supported: {sorted(DISTORTION_MODELS)}")
+        if intr.D.size < need:
+            raise ConversionError(f"{intr.model} needs {need} coefficients, got {intr.D.size}")
+
+    def __call__(self, image: np.ndarray, intr: Intrinsics) -> np.ndarray:
+        """``image`` (H W 3) with the distortion of ``intr`` removed (returned as is if none)."""
+        self.check(intr)
+        if not intr.distorted:
+            return image
+        h, w = image.shape[:2]
+        key = intr.K.tobytes() + intr.D.tobytes() + intr.model.encode() + bytes(f"{h}x{w}", "ascii")
+        maps = self._maps.get(key)
+        if maps is None:
+            if intr.model == "equidistant":
+                maps = cv2.fisheye.initUndistortRectifyMap(
+                    intr.K, intr.D[:4], np.eye(3), intr.K, (w, h), cv2.CV_16SC2)
+            else:
+                maps = cv2.initUndistortRectifyMap(intr.K, intr.D, None, intr.K, (w, h), cv2.CV_16SC2)
+            self._maps[key] = maps
+            if len(self._maps) > self.cache_size:
+                self._maps.popitem(last=False)
+        return cv2.remap(image, maps[0], maps[1], cv2.INTER_LINEAR)
+
+
+def check_stamp(stamp_ns: int, now_ns: int, max_future_ns: int, max_age_ns: int) -> None:
+    """Reject stamps more than ``max_future_ns`` ahead of ``now_ns`` or older than ``max_age_ns``."""
+    if stamp_ns - now_ns > max_future_ns:
+        raise ConversionError(f"stamp {(stamp_ns - now_ns) / 1e9:.3f} s in the future")
+    if now_ns - stamp_ns > max_age_ns:
+        raise ConversionError(f"stamp {(now_ns - stamp_ns) / 1e9:.3f} s in the past")
+
+
+def check_image_size(image: np.ndarray, intr: Intrinsics) -> None:
+    """The decoded image must have the size its ``CameraInfo`` (ROI/binning applied) announces."""
+    if image.shape[:2] != intr.image_hw:
+        raise ConversionError(
+            f"image is {image.shape[1]}x{image.shape[0]} but camera_info says "
+            f"{intr.image_hw[1]}x{intr.image_hw[0]} (after ROI and binning)"
+        )
