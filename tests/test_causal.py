@@ -1,0 +1,106 @@
+"""The causal loss: second-order gradcheck, sampled vs exact estimator, and learning."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+from torch.func import functional_call
+
+from scaocc_core.causal import (
+    causal_loss,
+    causal_loss_exact,
+    causal_loss_for_class,
+    class_targets,
+    present_classes,
+)
+from scaocc_core.config import LiftConfig
+from scaocc_core.grid import FREE, IGNORE
+from scaocc_core.model.causal_occ import CausalOcc
+
+from .conftest import micro_config
+from .helpers import camera_inputs
+
+
+def _toy_targets(cfg, batch: int = 1):
+    """Left half of every image shows class 4 at 3-4 m, right half class 15 at 6-7 m."""
+    X, Y, Z = cfg.grid.size
+    sem = torch.full((batch, X, Y, Z), FREE, dtype=torch.long)
+    vx = cfg.grid.voxel_size[0]
+    x3, x6 = int((3 - cfg.grid.lower[0]) / vx), int((6 - cfg.grid.lower[0]) / vx)
+    sem[:, x3, Y // 2 :, :] = 4  # y > 0 is the camera's left
+    sem[:, x6, : Y // 2, :] = 15
+    n, H, W = cfg.image.num_cams, cfg.image.height, cfg.image.width
+    sem2d = torch.full((batch, n, H, W), IGNORE, dtype=torch.long)
+    sem2d[:, 0, :, : W // 2] = 4
+    sem2d[:, 0, :, W // 2 :] = 15
+    return sem, sem2d
+
+
+def _model(dtype=torch.float32):
+    cfg = micro_config(image=dataclasses.replace(micro_config().image, num_cams=1), lift=LiftConfig("soft"))
+    torch.manual_seed(0)
+    return CausalOcc(cfg).to(dtype).eval(), cfg
+
+
+def test_class_targets_soft_and_sparse():
+    sem2d = torch.full((1, 1, 4, 4), IGNORE)
+    sem2d[0, 0, 0, 0] = 4
+    sem2d[0, 0, 0, 1] = 1
+    target, valid = class_targets(sem2d, 4, (2, 2))
+    assert valid[0, 0].tolist() == [[True, False], [False, False]]
+    assert torch.isclose(target[0, 0, 0, 0], torch.tensor(0.5))
+
+
+def test_gradcheck_second_order_double_precision():
+    model, cfg = _model(torch.float64)
+    inputs = camera_inputs(cfg, dtype=torch.float64)
+    sem, sem2d = _toy_targets(cfg)
+    params = dict(model.named_parameters())
+    buffers = dict(model.named_buffers())
+
+    def loss_of(bias: torch.Tensor) -> torch.Tensor:
+        out = functional_call(model, {**params, **buffers, "depth_head.out.bias": bias}, (inputs,))
+        return causal_loss_for_class(out.feat3d, out.feat2d, sem, sem2d, 4)
+
+    bias = params["depth_head.out.bias"].detach().clone().requires_grad_()
+    assert float(loss_of(bias).detach()) > 0
+    assert torch.autograd.gradcheck(loss_of, (bias,), eps=1e-6, atol=1e-5, rtol=1e-3)
+
+
+def test_sampled_estimator_is_unbiased_for_the_exact_mean():
+    model, cfg = _model()
+    inputs = camera_inputs(cfg)
+    sem, sem2d = _toy_targets(cfg)
+    out = model(inputs)
+    classes = present_classes(sem, None)
+    assert classes == [4, 15]
+    per_class = {c: float(causal_loss_for_class(out.feat3d, out.feat2d, sem, sem2d, c).detach()) for c in classes}
+    exact = float(causal_loss_exact(out.feat3d, out.feat2d, sem, sem2d).detach())
+    assert abs(exact - sum(per_class.values()) / len(classes)) < 1e-6
+    g = torch.Generator().manual_seed(0)
+    draws = [causal_loss(out.feat3d, out.feat2d, sem, sem2d, None, g) for _ in range(400)]
+    picked = [c for _, c in draws]
+    assert abs(picked.count(4) / len(picked) - 0.5) < 0.1  # uniform over present classes
+    for loss, c in draws[:5]:
+        assert abs(float(loss.detach()) - per_class[c]) < 1e-5
+    mean = sum(float(v.detach()) for v, _ in draws) / len(draws)
+    spread = abs(per_class[4] - per_class[15])
+    assert abs(mean - exact) < 4 * spread / (2 * len(draws) ** 0.5) + 1e-6
+
+
+def test_training_only_the_depth_head_reduces_the_causal_loss():
+    model, cfg = _model()
+    inputs = camera_inputs(cfg)
+    sem, sem2d = _toy_targets(cfg)
+    head = list(model.depth_head.parameters())  # the only parameters the optimiser updates
+    opt = torch.optim.Adam(head, lr=3e-2)
+    losses = []
+    for _ in range(40):
+        out = model(inputs)
+        loss = causal_loss_exact(out.feat3d, out.feat2d, sem, sem2d)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(float(loss))
+    assert sum(losses[-5:]) / 5 < 0.8 * losses[0], losses

@@ -1,0 +1,132 @@
+"""Model composition: shapes, zero-initialised offsets, normalised convolution, checkpoints."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+
+from scaocc_core.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from scaocc_core.config import ConfigError, OffsetConfig, load_config, model_config_from_dict
+from scaocc_core.model.causal_occ import CausalOcc
+from scaocc_core.model.voxel_net import NormalizedConv3d
+
+from .conftest import micro_config
+from .helpers import camera_inputs
+
+
+def test_forward_shapes():
+    cfg = micro_config()
+    model = CausalOcc(cfg).eval()
+    out = model(camera_inputs(cfg, batch=2))
+    X, Y, Z = cfg.grid.size
+    assert out.logits.shape == (2, 18, X, Y, Z)
+    assert out.depth.shape == (2, 2, cfg.depth.groups, cfg.depth.num_bins, 2, 4)
+    assert torch.allclose(out.depth.sum(3), torch.ones(()))
+    assert out.feat3d.shape == (2, cfg.depth.context_channels, X, Y, Z)
+    assert out.feat3d_splat.abs().sum() > 0
+
+
+def test_zero_initialised_offsets_equal_plain_model():
+    plain_cfg = micro_config()
+    off_cfg = dataclasses.replace(plain_cfg, offsets=OffsetConfig(enabled=True))
+    torch.manual_seed(0)
+    plain = CausalOcc(plain_cfg)
+    with_off = CausalOcc(off_cfg)
+    missing = with_off.load_state_dict(plain.state_dict(), strict=False)
+    assert all(k.startswith("offset_head.") for k in missing.missing_keys)
+    inputs = camera_inputs(plain_cfg)
+    for mode in ("eval", "train"):
+        plain.train(mode == "train")
+        with_off.train(mode == "train")
+        a, b = plain(inputs), with_off(inputs)
+        assert torch.equal(b.offsets.rotation, torch.zeros_like(b.offsets.rotation))
+        assert b.offsets.frustum_delta is not None and torch.equal(b.offsets.frustum_delta, torch.zeros_like(b.offsets.frustum_delta))
+        assert torch.allclose(a.logits, b.logits, atol=1e-6), mode
+
+
+def test_offsets_receive_gradients_with_soft_filling():
+    cfg = dataclasses.replace(micro_config(), offsets=OffsetConfig(enabled=True))
+    model = CausalOcc(cfg).train()
+    out = model(camera_inputs(cfg))
+    (out.logits.square().mean()).backward()
+    head = model.offset_head
+    assert head is not None
+    last_global, last_local = head.global_mlp[-1], head.local[-1]
+    assert last_global.weight.grad is not None and last_global.weight.grad.abs().sum() > 0
+    assert last_local.weight.grad is not None and last_local.weight.grad.abs().sum() > 0
+
+
+def test_missing_camera_features_are_zeroed():
+    cfg = micro_config()
+    model = CausalOcc(cfg).eval()
+    inputs = camera_inputs(cfg)
+    inputs.camera_valid[0, 1] = False
+    out = model(inputs)
+    inputs2 = camera_inputs(cfg)
+    inputs2.camera_valid[0, 1] = False
+    inputs2.images[0, 1] = torch.rand_like(inputs2.images[0, 1])  # content of a missing camera is ignored
+    assert torch.allclose(out.logits, model(inputs2).logits)
+
+
+def test_normalized_conv_kernels_stay_normalised_after_updates():
+    block = NormalizedConv3d(4)
+    opt = torch.optim.SGD(block.parameters(), lr=10.0)
+    for _ in range(3):
+        x = torch.randn(1, 4, 5, 5, 5)
+        loss = (block(x) - torch.randn(1, 4, 5, 5, 5)).square().mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    k, m = block.spatial_kernel(), block.mix_weight()
+    assert (k >= 0).all() and torch.allclose(k.flatten(1).sum(1), torch.ones(4))
+    assert (m >= 0).all() and torch.allclose(m.flatten(1).sum(1), torch.ones(4))
+    assert not torch.allclose(k, NormalizedConv3d(4).spatial_kernel())  # it did learn
+
+
+def test_normalized_conv_preserves_constant_fields():
+    block = NormalizedConv3d(3)
+    x = torch.full((1, 3, 4, 4, 4), 2.5)
+    assert torch.allclose(block(x)[..., 1:-1, 1:-1, 1:-1], x[..., 1:-1, 1:-1, 1:-1])
+
+
+@pytest.mark.parametrize("name", ["baseline_tiny", "scaocc_tiny", "baseline_r50", "scaocc_r50"])
+def test_shipped_configs_load(name):
+    cfg = load_config(f"config/model/{name}.yaml")
+    assert cfg.name == name
+    assert model_config_from_dict(cfg.to_dict()) == cfg
+
+
+def test_config_errors_are_clear(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("depth: {groups: 3, context_channels: 32}\n")
+    with pytest.raises(ConfigError, match="divisible"):
+        load_config(bad)
+    bad.write_text("encoder: {depht: 18}\n")
+    with pytest.raises(ConfigError, match="unknown key"):
+        load_config(bad)
+    bad.write_text("grid: {size: [1, 2]}\n")
+    with pytest.raises(ConfigError, match="expected 3 values"):
+        load_config(bad)
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_config(tmp_path / "missing.yaml")
+
+
+def test_checkpoint_round_trip_and_corruption(tmp_path):
+    cfg = micro_config()
+    model = CausalOcc(cfg).eval()
+    path = save_checkpoint(tmp_path / "m.pt", model, cfg, meta={"step": 3})
+    loaded, loaded_cfg = load_checkpoint(path)
+    assert loaded_cfg == cfg
+    inputs = camera_inputs(cfg)
+    assert torch.equal(model(inputs).logits, loaded(inputs).logits)
+    corrupt = tmp_path / "corrupt.pt"
+    corrupt.write_bytes(path.read_bytes()[: len(path.read_bytes()) // 2])
+    with pytest.raises(CheckpointError, match="cannot read"):
+        load_checkpoint(corrupt)
+    with pytest.raises(CheckpointError, match="not found"):
+        load_checkpoint(tmp_path / "nope.pt")
+    torch.save({"hello": 1}, tmp_path / "other.pt")
+    with pytest.raises(CheckpointError, match="not a scaocc checkpoint"):
+        load_checkpoint(tmp_path / "other.pt")

@@ -1,0 +1,100 @@
+"""Hard pooling vs its naive reference; soft filling gradients vs finite differences."""
+
+from __future__ import annotations
+
+import torch
+
+from scaocc_core.batch import CameraInputs
+from scaocc_core.config import DepthConfig, GridConfig
+from scaocc_core.model.lift import FrustumLifter
+from scaocc_core.model.offsets import CameraOffsets
+from scaocc_core.model.splat import grouped_features, pool_hard, pool_hard_reference, pool_soft
+
+from .helpers import look_at_cameras
+
+SIZE = (6, 5, 4)
+
+
+def _points(seed: int, b: int = 2, P: int = 300, C: int = 3) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    values = torch.randn(b, P, C, generator=g, dtype=torch.float64)
+    coords = torch.rand(b, P, 3, generator=g, dtype=torch.float64) * 8 - 1  # some outside the grid
+    return values, coords
+
+
+def test_hard_pooling_matches_reference_values_and_gradients():
+    values, coords = _points(0)
+    a = values.clone().requires_grad_()
+    r = values.clone().requires_grad_()
+    fast = pool_hard(a, coords, SIZE)
+    ref = pool_hard_reference(r, coords, SIZE)
+    assert fast.shape == (2, 3, *SIZE)
+    assert torch.allclose(fast, ref, atol=1e-12)
+    weight = torch.randn_like(fast)
+    (fast * weight).sum().backward()
+    (ref * weight).sum().backward()
+    assert a.grad is not None and r.grad is not None
+    assert torch.allclose(a.grad, r.grad, atol=1e-12)
+    outside = ((coords < 0) | (coords >= torch.tensor(SIZE))).any(-1)
+    assert outside.any() and torch.all(a.grad[outside] == 0)
+
+
+def test_soft_pooling_conserves_mass_inside_and_is_trilinear():
+    values = torch.ones(1, 1, 1, dtype=torch.float64)
+    coords = torch.tensor([[[2.75, 2.5, 1.5]]], dtype=torch.float64)  # 0.25 voxel right of a centre
+    out = pool_soft(values, coords, SIZE)[0, 0]
+    assert torch.isclose(out.sum(), torch.tensor(1.0, dtype=torch.float64))
+    assert torch.isclose(out[2, 2, 1], torch.tensor(0.75, dtype=torch.float64))
+    assert torch.isclose(out[3, 2, 1], torch.tensor(0.25, dtype=torch.float64))
+
+
+def test_grouped_features_pair_each_group_with_its_depth():
+    b, n, G, D, h, w, C = 1, 1, 2, 3, 1, 1, 4
+    depth = torch.zeros(b, n, G, D, h, w)
+    depth[0, 0, 0, 0] = 1.0  # group 0 -> bin 0
+    depth[0, 0, 1, 2] = 1.0  # group 1 -> bin 2
+    context = torch.arange(1.0, C + 1).view(b, n, C, h, w)
+    vals = grouped_features(depth, context).view(D, C)
+    assert torch.equal(vals[0], torch.tensor([1.0, 2.0, 0.0, 0.0]))
+    assert torch.equal(vals[2], torch.tensor([0.0, 0.0, 3.0, 4.0]))
+    assert torch.equal(vals[1], torch.zeros(4))
+
+
+def _soft_objective(translation: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
+    """Soft-filled voxels from one camera as a function of its translation and offsets."""
+    grid = GridConfig(lower=(-8.0, -8.0, -1.0), upper=(8.0, 8.0, 3.0), size=(8, 8, 4))
+    depth = DepthConfig(d_min=1.0, d_max=7.0, d_step=2.0)
+    lifter = FrustumLifter((32, 64), 16, depth, grid).double()
+    T = look_at_cameras(1)[None]  # 1 1 4 4
+    inputs = CameraInputs(
+        images=torch.zeros(1, 1, 3, 32, 64, dtype=torch.float64),
+        intrinsics=torch.tensor([[50.0, 0, 31.5], [0, 50.0, 15.5], [0, 0, 1]], dtype=torch.float64)[None, None],
+        ego_T_cam=T, post_rot=torch.eye(3, dtype=torch.float64)[None, None],
+        post_tran=torch.zeros(1, 1, 3, dtype=torch.float64), bda=torch.eye(4, dtype=torch.float64)[None],
+        camera_valid=torch.ones(1, 1, dtype=torch.bool),
+    )
+    offsets = CameraOffsets(torch.zeros(1, 1, 3, dtype=torch.float64), translation.view(1, 1, 3), delta)
+    coords = lifter(inputs, offsets).reshape(1, -1, 3)
+    g = torch.Generator().manual_seed(1)
+    values = torch.rand(1, coords.shape[1], 2, generator=g, dtype=torch.float64)
+    weight = torch.rand(1, 2, *grid.size, generator=g, dtype=torch.float64)
+    return (pool_soft(values, coords, grid.size) * weight).sum()
+
+
+def test_soft_filling_gradients_match_finite_differences():
+    translation = torch.tensor([0.13, -0.07, 0.05], dtype=torch.float64, requires_grad=True)
+    delta = (0.1 * torch.randn(1, 1, 3, 2, 4, 3, dtype=torch.float64)).requires_grad_()  # b n D h w 3
+    value = _soft_objective(translation, delta)
+    g_t, g_d = torch.autograd.grad(value, (translation, delta))
+    assert g_t.abs().sum() > 0 and g_d.abs().sum() > 0
+    eps = 1e-6
+    for i in range(3):
+        e = torch.zeros(3, dtype=torch.float64)
+        e[i] = eps
+        fd = (_soft_objective(translation + e, delta) - _soft_objective(translation - e, delta)) / (2 * eps)
+        assert torch.isclose(g_t[i], fd, rtol=1e-4, atol=1e-7), (i, g_t[i], fd)
+    for idx in [(0, 0, 0, 0, 1, 0), (0, 0, 1, 1, 2, 1), (0, 0, 2, 0, 3, 2)]:
+        e = torch.zeros_like(delta)
+        e[idx] = eps
+        fd = (_soft_objective(translation, delta + e) - _soft_objective(translation, delta - e)) / (2 * eps)
+        assert torch.isclose(g_d[idx], fd, rtol=1e-4, atol=1e-7), (idx, g_d[idx], fd)
