@@ -44,6 +44,7 @@ def test_mismatched_depth_is_refused():
 
 def test_encoder_output_stride_and_pretrained_config(tmp_path):
     torch.save(ResNet(18, 16).state_dict(), tmp_path / "w.pth")
-    enc = ImageEncoder(EncoderConfig(depth=18, width=16, stride=16, neck_channels=8, pretrained=str(tmp_path / "w.pth")))
+    cfg = EncoderConfig(depth=18, width=16, stride=16, neck_channels=8, pretrained=str(tmp_path / "w.pth"))
+    enc = ImageEncoder(cfg)
     out = enc(torch.rand(1, 2, 3, 64, 96))
     assert out.shape == (1, 2, 8, 4, 6)

@@ -27,7 +27,8 @@ def test_lidar_projects_into_each_camera(sample, lidar_points):
         K = torch.tensor(cam["intrinsics_K"], dtype=torch.float64)
         cam_T_lidar = torch.tensor(cam["lidar2cam"], dtype=torch.float64)
         uv, depth = project_points(pts, K, cam_T_lidar)
-        inside = (depth > 1) & (uv[:, 0] >= 0) & (uv[:, 0] < cam["width"]) & (uv[:, 1] >= 0) & (uv[:, 1] < cam["height"])
+        u, v = uv.unbind(-1)
+        inside = (depth > 1) & (u >= 0) & (u < cam["width"]) & (v >= 0) & (v < cam["height"])
         # The sample's README says "3,000 to 4,800"; measured here: 3067 (CAM_FRONT) .. 4826
         # (CAM_BACK), so the upper bound carries 1% slack for pixel-boundary conventions.
         assert 3000 <= int(inside.sum()) <= 4850, (name, int(inside.sum()))

@@ -42,7 +42,8 @@ def test_zero_initialised_offsets_equal_plain_model():
         with_off.train(mode == "train")
         a, b = plain(inputs), with_off(inputs)
         assert torch.equal(b.offsets.rotation, torch.zeros_like(b.offsets.rotation))
-        assert b.offsets.frustum_delta is not None and torch.equal(b.offsets.frustum_delta, torch.zeros_like(b.offsets.frustum_delta))
+        delta = b.offsets.frustum_delta
+        assert delta is not None and torch.equal(delta, torch.zeros_like(delta))
         assert torch.allclose(a.logits, b.logits, atol=1e-6), mode
 
 
