@@ -167,6 +167,13 @@ class _SyntheticSource:
         )
 
 
+def open_source(source: str | Path | Manifest, split: str) -> _ManifestSource | _SyntheticSource:
+    """The frame source behind ``source`` (its ``grid`` is the stored label grid)."""
+    if isinstance(source, str) and source.startswith(SYNTHETIC_PREFIX):
+        return _SyntheticSource(source, split)
+    return _ManifestSource(source if isinstance(source, Manifest) else Manifest.load(source), split)
+
+
 class OccDataset(Dataset[Batch]):
     """Camera sets with Occ3D targets at the model's image size and grid.
 
@@ -193,12 +200,7 @@ class OccDataset(Dataset[Batch]):
         self.noise_seed = noise_seed
         self.seed = seed
         self.epoch = 0
-        self.source: _ManifestSource | _SyntheticSource
-        if isinstance(source, str) and source.startswith(SYNTHETIC_PREFIX):
-            self.source = _SyntheticSource(source, split)
-        else:
-            manifest = source if isinstance(source, Manifest) else Manifest.load(source)
-            self.source = _ManifestSource(manifest, split)
+        self.source = open_source(source, split)
         self.factor = grid_factor(self.source.grid, model_cfg.grid)
         if self.augment is not None and not _symmetric(model_cfg.grid):
             log.warning("BEV flips of an asymmetric grid %s move labels out of range", model_cfg.grid)
