@@ -1,0 +1,224 @@
+"""numba ray casting against the analytic world: primitives through a 2D bucket grid and
+the flat-ground raster (whose raised cells form kerbs). All kernels are ``cache=True``.
+
+Rays are ``o + t d`` with unnormalised ``d``; returned ``t`` are in units of ``d`` (for
+camera rays built from ``K^-1 [u v 1]`` that is the depth along the optical axis).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit
+
+INF = np.inf
+EPS = 1e-6
+TERRAIN_CODE = 14
+
+
+@njit(cache=True)
+def intersect(kind: int, g: np.ndarray, ox: float, oy: float, oz: float, dx: float, dy: float, dz: float,
+              tmax: float) -> tuple[float, float, float, float]:
+    """First entry of the ray into primitive ``g`` before ``tmax``: ``(t, nx, ny, nz)``; ``t = inf`` if none."""
+    cx, cy, z0, z1, a, b, c, s = g[0], g[1], g[2], g[3], g[4], g[5], g[6], g[7]
+    px, py = ox - cx, oy - cy
+    lx, ly = c * px + s * py, -s * px + c * py
+    ldx, ldy = c * dx + s * dy, -s * dx + c * dy
+    if kind == 0:  # box: slab test in the box frame
+        tn, tf = -INF, INF
+        axis, sign = -1, 0.0
+        for k in range(3):
+            if k == 0:
+                o, d, lo, hi = lx, ldx, -a, a
+            elif k == 1:
+                o, d, lo, hi = ly, ldy, -b, b
+            else:
+                o, d, lo, hi = oz, dz, z0, z1
+            if abs(d) < 1e-12:
+                if o < lo or o > hi:
+                    return INF, 0.0, 0.0, 0.0
+                continue
+            t1, t2 = (lo - o) / d, (hi - o) / d
+            sg = -1.0 if d > 0 else 1.0
+            if t1 > t2:
+                t1, t2 = t2, t1
+            if t1 > tn:
+                tn, axis, sign = t1, k, sg
+            tf = min(tf, t2)
+        if tn > tf or tn < EPS or tn >= tmax:
+            return INF, 0.0, 0.0, 0.0
+        if axis == 0:
+            return tn, c * sign, s * sign, 0.0
+        if axis == 1:
+            return tn, -s * sign, c * sign, 0.0
+        return tn, 0.0, 0.0, sign
+    if kind == 1:  # vertical truncated cone: r(z) = a + k (z - z0)
+        k = (b - a) / (z1 - z0)
+        a0, a1 = a + k * (oz - z0), k * dz
+        qa = dx * dx + dy * dy - a1 * a1
+        qb = 2.0 * (px * dx + py * dy - a0 * a1)
+        qc = px * px + py * py - a0 * a0
+        best, nx, ny, nz = tmax, 0.0, 0.0, 0.0
+        roots = (INF, INF)
+        if abs(qa) > 1e-12:
+            disc = qb * qb - 4 * qa * qc
+            if disc >= 0:
+                sq = math.sqrt(disc)
+                roots = ((-qb - sq) / (2 * qa), (-qb + sq) / (2 * qa))
+        elif abs(qb) > 1e-12:
+            roots = (-qc / qb, INF)
+        for t in roots:
+            if EPS < t < best:
+                z = oz + t * dz
+                r = a0 + a1 * t
+                if z0 <= z <= z1 and r >= 0:
+                    best, nx, ny, nz = t, px + t * dx, py + t * dy, -r * k
+        if abs(dz) > 1e-12:
+            for zc, rc, sg in ((z0, a, -1.0), (z1, b, 1.0)):
+                t = (zc - oz) / dz
+                if EPS < t < best:
+                    qx, qy = px + t * dx, py + t * dy
+                    if qx * qx + qy * qy <= rc * rc:
+                        best, nx, ny, nz = t, 0.0, 0.0, sg
+        if best >= tmax:
+            return INF, 0.0, 0.0, 0.0
+        norm = math.sqrt(nx * nx + ny * ny + nz * nz) + 1e-12
+        return best, nx / norm, ny / norm, nz / norm
+    # ellipsoid: scale to the unit sphere
+    rz, cz = 0.5 * (z1 - z0), 0.5 * (z0 + z1)
+    X, Y, Z = lx / a, ly / b, (oz - cz) / rz
+    DX, DY, DZ = ldx / a, ldy / b, dz / rz
+    qa = DX * DX + DY * DY + DZ * DZ
+    qb = 2.0 * (X * DX + Y * DY + Z * DZ)
+    qc = X * X + Y * Y + Z * Z - 1.0
+    disc = qb * qb - 4 * qa * qc
+    if disc < 0:
+        return INF, 0.0, 0.0, 0.0
+    t = (-qb - math.sqrt(disc)) / (2 * qa)
+    if t < EPS or t >= tmax:
+        return INF, 0.0, 0.0, 0.0
+    hx, hy, hz = (X + t * DX) / a, (Y + t * DY) / b, (Z + t * DZ) / rz
+    nx, ny = c * hx - s * hy, s * hx + c * hy
+    norm = math.sqrt(nx * nx + ny * ny + hz * hz) + 1e-12
+    return t, nx / norm, ny / norm, hz / norm
+
+
+@njit(cache=True)
+def build_buckets(bounds: np.ndarray, x0: float, y0: float, cell: float, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """CSR lists of the primitives overlapping each cell of an ``n`` x ``n`` grid.
+
+    ``bounds`` is ``P 4`` (xmin, xmax, ymin, ymax); cell ``(i, j)`` has flat index ``i * n + j``
+    and covers ``x0 + i * cell`` .. and ``y0 + j * cell`` ...
+    """
+    counts = np.zeros(n * n + 1, np.int64)
+    for p in range(bounds.shape[0]):
+        i0, i1 = max(0, int((bounds[p, 0] - x0) // cell)), min(n - 1, int((bounds[p, 1] - x0) // cell))
+        j0, j1 = max(0, int((bounds[p, 2] - y0) // cell)), min(n - 1, int((bounds[p, 3] - y0) // cell))
+        for i in range(i0, i1 + 1):
+            for j in range(j0, j1 + 1):
+                counts[i * n + j + 1] += 1
+    start = np.cumsum(counts)
+    fill = start[:-1].copy()
+    items = np.empty(start[-1], np.int64)
+    for p in range(bounds.shape[0]):
+        i0, i1 = max(0, int((bounds[p, 0] - x0) // cell)), min(n - 1, int((bounds[p, 1] - x0) // cell))
+        j0, j1 = max(0, int((bounds[p, 2] - y0) // cell)), min(n - 1, int((bounds[p, 3] - y0) // cell))
+        for i in range(i0, i1 + 1):
+            for j in range(j0, j1 + 1):
+                items[fill[i * n + j]] = p
+                fill[i * n + j] += 1
+    return start, items
+
+
+@njit(cache=True)
+def _dda_setup(o: float, d: float, cell_pos: float, cell: float) -> tuple[int, float, float]:
+    """Step direction, first boundary crossing and crossing spacing along one axis."""
+    if d > 1e-12:
+        return 1, (math.floor(cell_pos) + 1 - cell_pos) * cell / d, cell / d
+    if d < -1e-12:
+        return -1, (cell_pos - math.floor(cell_pos)) * cell / -d, cell / -d
+    return 0, INF, INF
+
+
+@njit(cache=True)
+def trace_objects(kind: np.ndarray, geo: np.ndarray, start: np.ndarray, items: np.ndarray,
+                  bx0: float, by0: float, cell: float, n: int, ox: float, oy: float, oz: float,
+                  dx: float, dy: float, dz: float, tmax: float,
+                  any_hit: bool) -> tuple[float, int, float, float, float]:
+    """Nearest primitive hit before ``tmax``: ``(t, index, nx, ny, nz)``, index -1 if none."""
+    fx, fy = (ox - bx0) / cell, (oy - by0) / cell
+    i, j = int(math.floor(fx)), int(math.floor(fy))
+    si, ti, di = _dda_setup(ox, dx, fx, cell)
+    sj, tj, dj = _dda_setup(oy, dy, fy, cell)
+    best, idx, bnx, bny, bnz = tmax, -1, 0.0, 0.0, 0.0
+    while 0 <= i < n and 0 <= j < n:
+        c = i * n + j
+        for q in range(start[c], start[c + 1]):
+            p = items[q]
+            t, nx, ny, nz = intersect(kind[p], geo[p], ox, oy, oz, dx, dy, dz, best)
+            if t < best:
+                best, idx, bnx, bny, bnz = t, p, nx, ny, nz
+                if any_hit:
+                    return best, idx, bnx, bny, bnz
+        t_exit = min(ti, tj)
+        if best <= t_exit or t_exit >= tmax or (dz > 0 and oz + dz * t_exit > 40.0):
+            break
+        if ti < tj:
+            i += si
+            ti += di
+        else:
+            j += sj
+            tj += dj
+    return best, idx, bnx, bny, bnz
+
+
+@njit(cache=True)
+def trace_flat(raster: np.ndarray, rx0: float, ry0: float, res: float, flat_top: np.ndarray, flat_max: float,
+               ox: float, oy: float, oz: float, dx: float, dy: float, dz: float,
+               tmax: float) -> tuple[float, int, float, float, float]:
+    """Hit on the flat-ground raster (tops and kerb faces): ``(t, cell code, nx, ny, nz)``."""
+    if dz >= -1e-12:
+        return INF, 0, 0.0, 0.0, 0.0
+    t = max(0.0, (flat_max - oz) / dz)
+    t_floor = -oz / dz
+    if t >= tmax:
+        return INF, 0, 0.0, 0.0, 0.0
+    fx, fy = (ox + t * dx - rx0) / res, (oy + t * dy - ry0) / res
+    i, j = int(math.floor(fx)), int(math.floor(fy))
+    si, ti, di = _dda_setup(ox, dx, fx, res)
+    sj, tj, dj = _dda_setup(oy, dy, fy, res)
+    ti += t
+    tj += t
+    ny_, nx_ = raster.shape
+    axis = -1
+    for _ in range(1000000):
+        code = raster[j, i] if (0 <= i < nx_ and 0 <= j < ny_) else TERRAIN_CODE
+        h = flat_top[code & 15]
+        if oz + t * dz <= h + 1e-9:  # entered through a kerb face
+            if t >= tmax:
+                break
+            if axis == 0:
+                return t, code, -float(si), 0.0, 0.0
+            if axis == 1:
+                return t, code, 0.0, -float(sj), 0.0
+            return t, code, 0.0, 0.0, 1.0
+        t_exit = min(ti, tj)
+        th = (h - oz) / dz
+        if th <= t_exit:
+            if th >= tmax:
+                break
+            return th, code, 0.0, 0.0, 1.0
+        if t_exit >= tmax or t_exit > t_floor + 1.0:
+            break
+        if ti < tj:
+            i += si
+            t = ti
+            ti += di
+            axis = 0
+        else:
+            j += sj
+            t = tj
+            tj += dj
+            axis = 1
+    return INF, 0, 0.0, 0.0, 0.0
