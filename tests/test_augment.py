@@ -87,14 +87,27 @@ def test_sparse_labels_survive_shrinking() -> None:
     rng = np.random.default_rng(0)
     v, u = rng.integers(0, SRC_HW[0], 500), rng.integers(0, SRC_HW[1], 500)
     sem[v, u], depth[v, u] = 4, rng.uniform(2, 40, 500)
-    a = aug.ImageAug(0.3, (0, 0), False, 0.0)
-    A = aug.image_aug_matrix(SRC_HW, (135, 240), a)
-    out = aug.warp_label_map(sem, A, (135, 240), 255, sparse=True, depth=depth)
-    d_out = aug.warp_label_map(depth, A, (135, 240), 0.0, sparse=True, depth=depth)
-    assert (out == 4).sum() > 400 and set(np.unique(out)) == {4, 255}
-    assert np.array_equal(out == 4, d_out > 0)
-    dense = aug.warp_label_map(sem, A, (135, 240), 255, sparse=False)
-    assert (dense == 4).sum() < (out == 4).sum()  # gathering drops most isolated points
+    sem[10, 10], depth[10, 10], sem[10, 11], depth[10, 11] = 7, 5.0, 9, 30.0  # collide after shrinking
+    A = aug.image_aug_matrix(SRC_HW, (135, 240), aug.ImageAug(0.3, (0, 0), False, 0.0))
+    out, d_out = aug.warp_labels(sem, depth, A, (135, 240))
+    assert out is not None and d_out is not None
+    assert (out != 255).sum() > 450 and set(np.unique(out)) <= {4, 7, 9, 255}
+    assert np.array_equal(out != 255, d_out > 0)
+    assert out[3, 3] == 7 and d_out[3, 3] == 5.0  # the nearer point wins
+    only_depth = aug.warp_labels(None, depth, A, (135, 240))[1]
+    assert only_depth is not None and np.array_equal(only_depth, d_out)
+
+
+def test_dense_labels_are_gathered() -> None:
+    sem = (np.arange(SRC_HW[1])[None].repeat(SRC_HW[0], 0) // 40).astype(np.uint8)  # stripes 40 px wide
+    a = aug.ImageAug(0.5, (3, 2), True, 0.0)
+    A = aug.image_aug_matrix(SRC_HW, (200, 380), a)
+    out, none = aug.warp_labels(sem, None, A, (200, 380))
+    assert none is None and out is not None
+    Ainv = np.linalg.inv(A)
+    for u_out in (0, 57, 200, 379):
+        u_src = Ainv[0, 0] * u_out + Ainv[0, 1] * 100 + Ainv[0, 2]
+        assert out[100, u_out] == sem[0, int(np.rint(u_src))]
 
 
 def _blocky_grid(grid: GridConfig, seed: int) -> tuple[np.ndarray, np.ndarray]:

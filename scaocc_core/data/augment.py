@@ -137,9 +137,16 @@ def post_rot_tran(A: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def warp_image(image: np.ndarray, out_hw: tuple[int, int], aug: ImageAug) -> np.ndarray:
     """Apply ``aug`` to an ``H W 3`` uint8 image; returns ``fH fW 3`` uint8 (black outside)."""
-    R, (new_h, new_w) = _resize_matrix(image.shape[:2], aug.resize)
-    shrink = new_h < image.shape[0]
-    resized = cv2.resize(image, (new_w, new_h), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+    _, (new_h, new_w) = _resize_matrix(image.shape[:2], aug.resize)
+    resized = image
+    # Halve with exact 2x2 box filters (fast) while the image is over twice the target, then
+    # finish with one area (shrink) or bilinear (enlarge) resize. The composed pixel map is
+    # still u' = (new_w / W) (u + 0.5) - 0.5, so the matrices stay exact.
+    while resized.shape[0] >= 2 * new_h and resized.shape[1] >= 2 * new_w and resized.shape[0] % 2 == 0 \
+            and resized.shape[1] % 2 == 0:
+        resized = cv2.resize(resized, (resized.shape[1] // 2, resized.shape[0] // 2), interpolation=cv2.INTER_AREA)
+    shrink = new_h < resized.shape[0]
+    resized = cv2.resize(resized, (new_w, new_h), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
     M = _window_matrix(aug, out_hw)
     fH, fW = out_hw
     if np.allclose(M[:2, :2], np.eye(2)) and float(M[0, 2]).is_integer() and float(M[1, 2]).is_integer():
@@ -157,46 +164,55 @@ def _shift_crop(img: np.ndarray, x0: int, y0: int, fH: int, fW: int) -> np.ndarr
     return out
 
 
-def is_sparse(values: np.ndarray, fill: float) -> bool:
-    """True when fewer than half of the pixels of ``values`` (``H W``) carry a label."""
-    return bool(np.mean(values != fill) < 0.5)
+def is_sparse(valid: np.ndarray) -> bool:
+    """True when fewer than half of the pixels (``H W`` bool of labelled pixels) carry a label."""
+    return bool(np.count_nonzero(valid) < 0.5 * valid.size)
 
 
-def warp_label_map(
-    values: np.ndarray,
+def warp_labels(
+    sem: np.ndarray | None,
+    depth: np.ndarray | None,
     A: np.ndarray,
     out_hw: tuple[int, int],
-    fill: float,
-    sparse: bool,
-    depth: np.ndarray | None = None,
-) -> np.ndarray:
-    """Nearest-neighbour warp of a per-pixel map ``H W`` by the pixel affine ``A``.
+    ignore: int = 255,
+) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """Nearest-neighbour warp of a label map and/or a depth map (``H W`` each) by the affine ``A``.
 
-    Dense maps are gathered (each output pixel reads the source pixel nearest to its
-    pre-image); sparse maps (e.g. projected lidar points) are scattered (each labelled
-    source pixel goes to its nearest output pixel) so shrinking never drops labels.
-    Collisions keep the point with the smallest ``depth`` when given. Returns ``fH fW``.
+    Labelled pixels are ``sem != ignore`` (or ``depth > 0`` without ``sem``). Dense maps are
+    gathered (each output pixel reads the source pixel nearest to its pre-image); sparse
+    maps (e.g. projected lidar) are scattered (each labelled pixel goes to its nearest
+    output pixel, the nearest depth winning collisions), so shrinking never drops labels.
+    Returns ``fH fW`` maps (``ignore`` / 0 where nothing lands), ``None`` for absent inputs.
     """
     fH, fW = out_hw
-    valid = values != fill
-    if not sparse:
+    ref = sem if sem is not None else depth
+    if ref is None:
+        return None, None
+    valid = (sem != ignore) if sem is not None else (ref > 0)
+    if not is_sparse(valid):
         Ainv = np.linalg.inv(A)
-        return cv2.warpAffine(
-            values, Ainv[:2], (fW, fH), flags=cv2.INTER_NEAREST | cv2.WARP_INVERSE_MAP,
-            borderMode=cv2.BORDER_CONSTANT, borderValue=fill,
-        ).astype(values.dtype)
+
+        def gather(values: np.ndarray, fill: float) -> np.ndarray:
+            return cv2.warpAffine(values, Ainv[:2], (fW, fH), flags=cv2.INTER_NEAREST | cv2.WARP_INVERSE_MAP,
+                                  borderMode=cv2.BORDER_CONSTANT, borderValue=fill)
+
+        return (None if sem is None else gather(sem, ignore)), (None if depth is None else gather(depth, 0.0))
     v, u = np.nonzero(valid)  # k, k
     uv = A[:2, :2] @ np.stack([u, v]).astype(np.float64) + A[:2, 2:3]  # 2 k
     iu, iv = np.rint(uv[0]).astype(np.int64), np.rint(uv[1]).astype(np.int64)
     keep = (iu >= 0) & (iu < fW) & (iv >= 0) & (iv < fH)
-    vals = values[v, u][keep]
-    iu, iv = iu[keep], iv[keep]
+    v, u, iu, iv = v[keep], u[keep], iu[keep], iv[keep]
     if depth is not None:
-        order = np.argsort(-depth[v, u][keep], kind="stable")  # far first, near written last
-        vals, iu, iv = vals[order], iu[order], iv[order]
-    out = np.full((fH, fW), fill, dtype=values.dtype)
-    out[iv, iu] = vals
-    return out
+        order = np.argsort(-depth[v, u], kind="stable")  # far first, near written last
+        v, u, iu, iv = v[order], u[order], iu[order], iv[order]
+    sem_out = depth_out = None
+    if sem is not None:
+        sem_out = np.full((fH, fW), ignore, dtype=sem.dtype)
+        sem_out[iv, iu] = sem[v, u]
+    if depth is not None:
+        depth_out = np.zeros((fH, fW), dtype=depth.dtype)
+        depth_out[iv, iu] = depth[v, u]
+    return sem_out, depth_out
 
 
 def sample_bda(cfg: AugmentConfig, rng: np.random.Generator) -> np.ndarray:

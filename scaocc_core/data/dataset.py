@@ -246,15 +246,14 @@ class OccDataset(Dataset[Batch]):
             pr, pt = aug.post_rot_tran(A)
             post_rots.append(pr)
             post_trans.append(pt)
-            depth = raw.depth2d[k] if raw.depth2d is not None else None
-            sparse = (
-                aug.is_sparse(raw.sem2d[k], IGNORE) if raw.sem2d is not None
-                else depth is not None and aug.is_sparse(depth, 0.0)
+            sem_k, depth_k = aug.warp_labels(
+                None if raw.sem2d is None else raw.sem2d[k], None if raw.depth2d is None else raw.depth2d[k],
+                A, out_hw, IGNORE,
             )
-            if raw.sem2d is not None:
-                sem2d.append(aug.warp_label_map(raw.sem2d[k], A, out_hw, IGNORE, sparse, depth))
-            if depth is not None:
-                depth2d.append(aug.warp_label_map(depth, A, out_hw, 0.0, sparse, depth))
+            if sem_k is not None:
+                sem2d.append(sem_k)
+            if depth_k is not None:
+                depth2d.append(depth_k)
         bda = aug.sample_bda(self.augment, rng) if self.augment is not None and rng is not None else np.eye(4)
         ego_T_cam = raw.ego_T_cam
         if self.camera_noise is not None:

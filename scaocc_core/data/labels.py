@@ -125,15 +125,23 @@ def read_sem2d(path: Path) -> np.ndarray:
 
 
 def read_depth2d(path: Path) -> np.ndarray:
-    """A depth map (``H W`` float32 metres, 0 = none) from ``.npy`` or ``.npz`` (key ``depth``)."""
+    """A depth map (``H W`` float32 metres, 0 = none) from ``.npy`` or ``.npz``.
+
+    An ``.npz`` holds either a dense ``depth`` array or a sparse map: ``shape`` (H, W) and
+    per-point ``v``, ``u``, ``values`` (see :func:`write_depth2d`).
+    """
     try:
         loaded = np.load(path)
         if isinstance(loaded, np.lib.npyio.NpzFile):
             with loaded:
-                depth = np.asarray(loaded["depth"])
+                if "depth" in loaded.files:
+                    depth = np.asarray(loaded["depth"])
+                else:
+                    depth = np.zeros(tuple(int(x) for x in loaded["shape"]), dtype=np.float32)
+                    depth[loaded["v"], loaded["u"]] = loaded["values"]
         else:
             depth = np.asarray(loaded)
-    except (OSError, KeyError, ValueError, zipfile.BadZipFile, EOFError) as exc:
+    except (OSError, KeyError, ValueError, IndexError, zipfile.BadZipFile, EOFError) as exc:
         raise DataError(f"cannot read depth map {path}: {exc}") from exc
     if depth.ndim != 2:
         raise DataError(f"depth map {path} must be H x W, got shape {depth.shape}")
@@ -148,9 +156,11 @@ def write_sem2d(path: Path, sem: np.ndarray) -> None:
 
 
 def write_depth2d(path: Path, depth: np.ndarray) -> None:
-    """Write an ``H W`` float32 depth map: ``.npz`` compressed (sparse maps) or ``.npy``."""
+    """Write an ``H W`` float32 depth map: ``.npz`` as sparse points (projected lidar) or ``.npy`` dense."""
     path.parent.mkdir(parents=True, exist_ok=True)
     if path.suffix == ".npz":
-        np.savez_compressed(path, depth=depth.astype(np.float32))
+        v, u = np.nonzero(depth)
+        np.savez(path, shape=np.asarray(depth.shape, np.int64), v=v.astype(np.int32), u=u.astype(np.int32),
+                 values=depth[v, u].astype(np.float32))
     else:
         np.save(path, depth.astype(np.float32))
