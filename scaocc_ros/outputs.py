@@ -1,0 +1,173 @@
+"""Pure functions: a :class:`~scaocc_core.predictor.Prediction` -> the node's output messages.
+
+Every message copies the given ``header`` (the input set's stamp, the ego frame). Voxel
+``(x, y, z)`` of a grid ``[x, y, z]`` has its centre at ``lower + ((x, y, z) + 0.5) * voxel``.
+"""
+
+from __future__ import annotations
+
+import array
+from collections.abc import Sequence
+
+import numpy as np
+from geometry_msgs.msg import Point, Pose, Vector3
+from nav_msgs.msg import OccupancyGrid
+from scaocc_msgs.msg import CameraCalibrationOffset, CameraCalibrationOffsetArray, SemanticVoxelGrid
+from sensor_msgs.msg import PointCloud2, PointField
+from std_msgs.msg import ColorRGBA, Header
+from visualization_msgs.msg import Marker, MarkerArray
+
+from scaocc_core.config import GridConfig
+from scaocc_core.grid import CLASS_NAMES, FREE, PALETTE
+from scaocc_core.predictor import Prediction
+from scaocc_ros.calibration import offset_magnitudes
+
+#: The class whose columns are drivable in the BEV grid.
+DRIVABLE = CLASS_NAMES.index("driveable_surface")
+
+#: PointCloud2 point layout (little-endian, 24 bytes): x y z confidence rgb label + 3 pad bytes.
+POINT_DTYPE = np.dtype(
+    {
+        "names": ["x", "y", "z", "confidence", "rgb", "label"],
+        "formats": ["<f4", "<f4", "<f4", "<f4", "<f4", "u1"],
+        "offsets": [0, 4, 8, 12, 16, 20],
+        "itemsize": 24,
+    }
+)
+_POINT_FIELDS = [
+    PointField(name="x", offset=0, datatype=PointField.FLOAT32, count=1),
+    PointField(name="y", offset=4, datatype=PointField.FLOAT32, count=1),
+    PointField(name="z", offset=8, datatype=PointField.FLOAT32, count=1),
+    PointField(name="confidence", offset=12, datatype=PointField.FLOAT32, count=1),
+    PointField(name="rgb", offset=16, datatype=PointField.FLOAT32, count=1),
+    PointField(name="label", offset=20, datatype=PointField.UINT8, count=1),
+]
+
+
+def _u8(values: np.ndarray) -> array.array:
+    """A uint8 array as the ``array('B')`` rclpy stores for ``uint8[]`` (one memory copy)."""
+    out = array.array("B")
+    out.frombytes(np.ascontiguousarray(values, dtype=np.uint8).tobytes())
+    return out
+
+
+def cubic_voxel_size(grid: GridConfig) -> float:
+    """The grid's voxel edge; raises ``ValueError`` for non-cubic voxels (the message has one size)."""
+    vx, vy, vz = grid.voxel_size
+    if not (np.isclose(vx, vy) and np.isclose(vx, vz)):
+        raise ValueError(f"SemanticVoxelGrid needs cubic voxels, the model's grid has {grid.voxel_size}")
+    return float(vx)
+
+
+def occupied_voxels(labels: np.ndarray, grid: GridConfig, free: int = FREE) -> tuple[np.ndarray, np.ndarray]:
+    """Indices ``m 3`` (x, y, z) and ego centres ``m 3`` of every non-free voxel of ``X Y Z`` labels."""
+    idx = np.argwhere(labels != free)  # m 3, C order: x-major
+    centres = np.asarray(grid.lower) + (idx + 0.5) * np.asarray(grid.voxel_size)  # m 3
+    return idx, centres
+
+
+def voxel_grid_msg(pred: Prediction, grid: GridConfig, class_names: Sequence[str], header: Header,
+                   free: int = FREE) -> SemanticVoxelGrid:
+    """The dense ``SemanticVoxelGrid`` (labels and confidence in C order ``[x][y][z]``)."""
+    if pred.labels.shape != tuple(grid.size):
+        raise ValueError(f"prediction labels {pred.labels.shape} do not match the grid {grid.size}")
+    msg = SemanticVoxelGrid(header=header, voxel_size=cubic_voxel_size(grid), free_label=free)
+    msg.origin = Pose()
+    msg.origin.position = Point(x=float(grid.lower[0]), y=float(grid.lower[1]), z=float(grid.lower[2]))
+    msg.size_x, msg.size_y, msg.size_z = (int(n) for n in grid.size)
+    msg.class_names = list(class_names)
+    msg.labels = _u8(pred.labels.ravel(order="C"))  # index = (x * size_y + y) * size_z + z
+    msg.confidence = _u8(pred.confidence.ravel(order="C")) if pred.confidence.size else array.array("B")
+    return msg
+
+
+def pack_rgb(colors: np.ndarray) -> np.ndarray:
+    """``m 3`` uint8 RGB -> ``m`` float32 whose bits are ``0x00RRGGBB`` (RViz's ``rgb`` field)."""
+    c = colors.astype(np.uint32)
+    return ((c[:, 0] << 16) | (c[:, 1] << 8) | c[:, 2]).view(np.float32)
+
+
+def point_cloud_msg(pred: Prediction, grid: GridConfig, header: Header, free: int = FREE,
+                    palette: np.ndarray = PALETTE) -> PointCloud2:
+    """Occupied (non-free) voxel centres with ``label``, ``confidence`` in [0, 1] and ``rgb``."""
+    idx, centres = occupied_voxels(pred.labels, grid, free)
+    labels = pred.labels[idx[:, 0], idx[:, 1], idx[:, 2]]
+    points = np.zeros(len(idx), dtype=POINT_DTYPE)
+    points["x"], points["y"], points["z"] = centres[:, 0], centres[:, 1], centres[:, 2]
+    points["confidence"] = pred.confidence[idx[:, 0], idx[:, 1], idx[:, 2]] / np.float32(255.0)
+    points["rgb"] = pack_rgb(palette[labels])
+    points["label"] = labels
+    msg = PointCloud2(header=header, height=1, width=len(points), is_bigendian=False,
+                      point_step=POINT_DTYPE.itemsize, row_step=POINT_DTYPE.itemsize * len(points),
+                      is_dense=True)
+    msg.fields = list(_POINT_FIELDS)
+    msg.data = _u8(points.view(np.uint8))
+    return msg
+
+
+def marker_array_msg(pred: Prediction, grid: GridConfig, header: Header, previous: set[int],
+                     free: int = FREE, palette: np.ndarray = PALETTE, ns: str = "occupancy",
+                     ) -> tuple[MarkerArray, set[int]]:
+    """One ``CUBE_LIST`` per present class (id = class id, Occ3D colour), plus ``DELETE`` for
+    the classes of ``previous`` that vanished. Returns the array and the classes now shown."""
+    idx, centres = occupied_voxels(pred.labels, grid, free)
+    labels = pred.labels[idx[:, 0], idx[:, 1], idx[:, 2]]
+    size = grid.voxel_size
+    out = MarkerArray()
+    present = {int(c) for c in np.unique(labels)}
+    for cls in sorted(present):
+        m = Marker(header=header, ns=ns, id=cls, type=Marker.CUBE_LIST, action=Marker.ADD)
+        m.pose.orientation.w = 1.0
+        m.scale = Vector3(x=float(size[0]), y=float(size[1]), z=float(size[2]))
+        r, g, b = (float(v) / 255.0 for v in palette[cls])
+        m.color = ColorRGBA(r=r, g=g, b=b, a=1.0)
+        m.points = [Point(x=x, y=y, z=z) for x, y, z in centres[labels == cls].tolist()]
+        out.markers.append(m)
+    for cls in sorted(previous - present):
+        out.markers.append(Marker(header=header, ns=ns, id=cls, action=Marker.DELETE))
+    return out, present
+
+
+def bev_values(labels: np.ndarray, free: int = FREE, drivable: int = DRIVABLE) -> np.ndarray:
+    """``X Y`` int8 BEV of ``X Y Z`` labels: 100 where the column holds any non-free class
+    other than ``drivable`` (objects, and ground one must not drive on), 0 where it holds
+    only ``drivable`` (and free), -1 where it is all free (unknown)."""
+    occupied = ((labels != free) & (labels != drivable)).any(axis=2)  # X Y
+    road = (labels == drivable).any(axis=2)  # X Y
+    bev = np.full(labels.shape[:2], -1, dtype=np.int8)
+    bev[road] = 0
+    bev[occupied] = 100
+    return bev
+
+
+def bev_msg(pred: Prediction, grid: GridConfig, header: Header, free: int = FREE) -> OccupancyGrid:
+    """``nav_msgs/OccupancyGrid``: cell (x, y) at ``data[y * width + x]``, origin the grid corner."""
+    bev = bev_values(pred.labels, free)  # X Y
+    msg = OccupancyGrid(header=header)
+    msg.info.map_load_time = header.stamp
+    msg.info.resolution = float(grid.voxel_size[0])
+    msg.info.width, msg.info.height = int(grid.size[0]), int(grid.size[1])
+    msg.info.origin.position = Point(x=float(grid.lower[0]), y=float(grid.lower[1]), z=0.0)
+    msg.info.origin.orientation.w = 1.0
+    data = array.array("b")
+    data.frombytes(np.ascontiguousarray(bev.T).tobytes())  # Y X: rows of constant y
+    msg.data = data
+    return msg
+
+
+def calibration_msg(pred: Prediction, header: Header, frame_ids: Sequence[str]) -> CameraCalibrationOffsetArray:
+    """The learnt per-camera corrections (axis-angle rad, metres) and their magnitudes."""
+    rot = np.asarray(pred.rotation_offsets, dtype=np.float64)  # n 3
+    trans = np.asarray(pred.translation_offsets, dtype=np.float64)  # n 3
+    if len(frame_ids) != len(rot):
+        raise ValueError(f"{len(frame_ids)} camera frames for {len(rot)} offsets")
+    deg, metres = offset_magnitudes(rot, trans)
+    msg = CameraCalibrationOffsetArray(header=header)
+    for i, frame in enumerate(frame_ids):
+        msg.offsets.append(CameraCalibrationOffset(
+            frame_id=frame,
+            rotation=Vector3(x=float(rot[i, 0]), y=float(rot[i, 1]), z=float(rot[i, 2])),
+            translation=Vector3(x=float(trans[i, 0]), y=float(trans[i, 1]), z=float(trans[i, 2])),
+            rotation_deg=float(deg[i]), translation_m=float(metres[i]),
+        ))
+    return msg

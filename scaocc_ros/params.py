@@ -1,0 +1,143 @@
+"""The node's parameters: declared once (from :class:`NodeParams`' fields), read, validated.
+
+``config/occ_node.yaml`` holds the same defaults (a test keeps them equal). Per-camera
+extrinsics ``extrinsics.<camera>.{translation, rotation_xyzw, matrix}`` are declared for the
+cameras named in ``camera_names`` and read into ``NodeParams.ego_T_cam``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from rcl_interfaces.msg import ParameterDescriptor
+from rclpy.node import Node
+from rclpy.parameter import Parameter
+
+from scaocc_ros.calibration import CalibrationError, extrinsics_from_values
+
+
+class ParamError(ValueError):
+    """A node parameter has an invalid value (the message names the parameter)."""
+
+
+def _p(default: Any, help_text: str, choices: tuple[str, ...] = ()) -> Any:
+    return field(default=default, metadata={"help": help_text, "choices": choices})
+
+
+NUSCENES_CAMERAS = (
+    "cam_front_left", "cam_front", "cam_front_right", "cam_back_left", "cam_back", "cam_back_right",
+)
+
+
+@dataclass(frozen=True)
+class NodeParams:
+    """Everything ``occ_node`` is configured with (see ``config/occ_node.yaml``)."""
+
+    model_path: str = _p("", "checkpoint (.pt, or the backend's engine file); empty = random weights "
+                              "from model_config (demos and tests only)")
+    model_config: str = _p("config/model/scaocc_tiny.yaml", "model YAML used when model_path is empty")
+    device: str = _p("cpu", "inference device", ("cpu", "cuda"))
+    backend: str = _p("torch", "inference backend", ("torch", "onnxruntime", "tensorrt"))
+    camera_names: tuple[str, ...] = _p(NUSCENES_CAMERAS, "cameras in the model's order; topics "
+                                                         "<name>/image and <name>/camera_info")
+    image_transport: str = _p("raw", "raw: sensor_msgs/Image on <cam>/image; compressed: "
+                                     "sensor_msgs/CompressedImage on <cam>/image/compressed", ("raw", "compressed"))
+    ego_frame: str = _p("base_link", "frame of every output (and root of the TF lookups)")
+    extrinsics_source: str = _p("params", "where ego_T_cam comes from", ("params", "tf"))
+    distortion: str = _p("undistort", "non-zero CameraInfo distortion: undistort images or reject them",
+                         ("undistort", "reject"))
+    sync_slop_s: float = _p(0.05, "largest stamp spread within one synchronised camera set (s)")
+    sync_queue_size: int = _p(5, "messages queued per camera while waiting for a set")
+    camera_timeout_s: float = _p(1.0, "a camera silent this long is dropped from the sets until it returns (s)")
+    max_future_s: float = _p(0.5, "stamps further ahead of the node clock are malformed (s)")
+    max_age_s: float = _p(5.0, "stamps older than this relative to the node clock are malformed (s)")
+    min_cameras: int = _p(1, "fewest present cameras a set needs to be inferred")
+    diagnostics_period_s: float = _p(1.0, "period of /diagnostics (s)")
+    calibration_warn_deg: float = _p(1.0, "learnt rotation offset above which diagnostics warn (deg)")
+    calibration_warn_m: float = _p(0.1, "learnt translation offset above which diagnostics warn (m)")
+    ego_T_cam: dict[str, np.ndarray] = field(default_factory=dict, metadata={"dynamic": True})
+
+    def validate(self) -> NodeParams:
+        """Raise :class:`ParamError` naming the first bad parameter; return ``self``."""
+        for f in dataclasses.fields(self):
+            choices = f.metadata.get("choices")
+            if choices and getattr(self, f.name) not in choices:
+                raise ParamError(f"parameter {f.name}={getattr(self, f.name)!r} must be one of {list(choices)}")
+        names = self.camera_names
+        if not names or len(set(names)) != len(names):
+            raise ParamError(f"camera_names must be non-empty and unique, got {list(names)}")
+        bad = [n for n in names if not re.fullmatch(r"[A-Za-z][A-Za-z0-9_]*", n)]
+        if bad:
+            raise ParamError(f"camera_names {bad} are not valid ROS name tokens (letters, digits, _)")
+        positive = ("sync_slop_s", "camera_timeout_s", "max_future_s", "max_age_s", "diagnostics_period_s",
+                    "calibration_warn_deg", "calibration_warn_m")
+        for name in positive:
+            if not getattr(self, name) > 0:
+                raise ParamError(f"parameter {name} must be > 0, got {getattr(self, name)}")
+        if self.sync_queue_size < 1:
+            raise ParamError(f"parameter sync_queue_size must be >= 1, got {self.sync_queue_size}")
+        if not 1 <= self.min_cameras <= len(names):
+            raise ParamError(f"parameter min_cameras must be in 1..{len(names)}, got {self.min_cameras}")
+        if not self.model_path and not self.model_config:
+            raise ParamError("set model_path (a checkpoint) or model_config (random weights)")
+        if not self.ego_frame:
+            raise ParamError("parameter ego_frame must not be empty")
+        return self
+
+
+def defaults() -> dict[str, Any]:
+    """Declared parameter names -> default values (lists for tuples), as in the YAML file."""
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(NodeParams):
+        if f.metadata.get("dynamic"):
+            continue
+        out[f.name] = list(f.default) if isinstance(f.default, tuple) else f.default
+    return out
+
+
+EXTRINSIC_KEYS = ("translation", "rotation_xyzw", "matrix")
+
+
+def declare_and_read(node: Node) -> NodeParams:
+    """Declare every parameter on ``node``, read them and return validated :class:`NodeParams`."""
+    values: dict[str, Any] = {}
+    for f in dataclasses.fields(NodeParams):
+        if f.metadata.get("dynamic"):
+            continue
+        default = list(f.default) if isinstance(f.default, tuple) else f.default
+        desc = ParameterDescriptor(description=f.metadata["help"])
+        value = node.declare_parameter(f.name, default, desc).value
+        values[f.name] = tuple(value) if isinstance(f.default, tuple) else value
+    params = NodeParams(**values).validate()
+    ego_T_cam: dict[str, np.ndarray] = {}
+    for cam in params.camera_names:
+        raw: dict[str, list[float]] = {}
+        for key in EXTRINSIC_KEYS:
+            desc = ParameterDescriptor(description=f"ego_T_cam of {cam}: {key}")
+            name = f"extrinsics.{cam}.{key}"
+            raw[key] = node.declare_parameter(name, Parameter.Type.DOUBLE_ARRAY, desc).value or []
+        if params.extrinsics_source == "params":
+            try:
+                ego_T_cam[cam] = extrinsics_from_values(cam, raw["translation"], raw["rotation_xyzw"], raw["matrix"])
+            except CalibrationError as exc:
+                raise ParamError(str(exc)) from exc
+    return dataclasses.replace(params, ego_T_cam=ego_T_cam)
+
+
+def resolve_file(path: str, share_dir: Path | None) -> Path:
+    """An existing file: ``path`` as given (absolute or from the working directory), else
+    relative to the package's share directory, else relative to the repository root."""
+    candidates = [Path(path)]
+    if not Path(path).is_absolute():
+        if share_dir is not None:
+            candidates.append(share_dir / path)
+        candidates.append(Path(__file__).resolve().parents[1] / path)
+    for c in candidates:
+        if c.is_file():
+            return c
+    raise ParamError(f"file {path!r} not found (looked in {[str(c) for c in candidates]})")
