@@ -1,0 +1,160 @@
+"""Per-stage forward time, training-step time, causal-loss overhead and pooling speed-up.
+
+Usage: ``python bench/model_speed.py [--configs baseline_tiny scaocc_tiny scaocc_r50] [--reps 3]``.
+Everything is measured side by side in one run on this machine (CPU, or CUDA if present)
+and printed as one table; ratios compare numbers from the same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import statistics
+import time
+from collections.abc import Callable
+
+import torch
+
+from scaocc_core.batch import CameraInputs, Targets
+from scaocc_core.config import ModelConfig, load_config
+from scaocc_core.grid import FREE
+from scaocc_core.losses import OccupancyLoss
+from scaocc_core.model.causal_occ import CausalOcc
+from scaocc_core.model.splat import pool_hard, pool_hard_reference
+
+STAGES = ("encoder", "offset_head", "depth_head", "lifter", "propagation", "voxel_net")
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def timed(fn: Callable[[], object], device: torch.device, reps: int) -> float:
+    fn()  # warm-up
+    times = []
+    for _ in range(reps):
+        sync(device)
+        t = time.perf_counter()
+        fn()
+        sync(device)
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def fake_inputs(cfg: ModelConfig, device: torch.device) -> tuple[CameraInputs, Targets]:
+    n, H, W = cfg.image.num_cams, cfg.image.height, cfg.image.width
+    K = torch.tensor([[W * 0.8, 0, W / 2], [0, W * 0.8, H / 2], [0, 0, 1.0]])
+    yaw = torch.arange(n) * (2 * torch.pi / n)
+    base = torch.tensor([[0.0, 0, 1], [-1, 0, 0], [0, -1, 0]])
+    T = torch.eye(4).repeat(n, 1, 1)
+    for i in range(n):
+        c, s = torch.cos(yaw[i]), torch.sin(yaw[i])
+        T[i, :3, :3] = torch.tensor([[c, -s, 0], [s, c, 0], [0, 0, 1.0]]) @ base
+        T[i, 2, 3] = 1.5
+    inputs = CameraInputs(torch.rand(1, n, 3, H, W), K.expand(1, n, 3, 3).clone(), T[None],
+                          torch.eye(3).expand(1, n, 3, 3).clone(), torch.zeros(1, n, 3), torch.eye(4)[None],
+                          torch.ones(1, n, dtype=torch.bool)).to(device)
+    X, Y, Z = cfg.grid.size
+    sem = torch.full((1, X, Y, Z), FREE, dtype=torch.long)
+    sem[:, :, :, 1] = 11
+    sem[:, X // 2 + 5 : X // 2 + 8, Y // 2 - 3 : Y // 2 + 3, 2:4] = 4
+    sem2d = torch.full((1, n, H, W), 11, dtype=torch.long)
+    sem2d[..., : H // 2, :] = 4
+    depth2d = torch.rand(1, n, H, W) * 40 + 1
+    targets = Targets(sem, torch.ones_like(sem, dtype=torch.bool), None, sem2d, depth2d).to(device)
+    return inputs, targets
+
+
+def stage_times(model: CausalOcc, inputs: CameraInputs, device: torch.device, reps: int) -> dict[str, float]:
+    """Median forward time per stage (ms) via forward hooks; splat = gap lifter -> propagation."""
+    marks: dict[str, list[float]] = {}
+
+    def mark(key: str) -> None:
+        sync(device)
+        marks.setdefault(key, []).append(time.perf_counter())
+
+    handles = []
+    for name in STAGES:
+        module = getattr(model, name)
+        if module is None:
+            continue
+        handles.append(module.register_forward_pre_hook(lambda m, a, key=name + ">": mark(key)))
+        handles.append(module.register_forward_hook(lambda m, a, o, key=name + "<": mark(key)))
+    with torch.no_grad():
+        for _ in range(reps + 1):
+            model(inputs)
+    for h in handles:
+        h.remove()
+    out = {}
+    for name in STAGES:
+        if name + ">" in marks:
+            out[name] = 1e3 * statistics.median(
+                [e - s for s, e in zip(marks[name + ">"][1:], marks[name + "<"][1:])])
+    out["splat"] = 1e3 * statistics.median(
+        [e - s for s, e in zip(marks["lifter<"][1:], marks["propagation>"][1:])])
+    return out
+
+
+def train_step_time(cfg: ModelConfig, causal: bool, device: torch.device, reps: int) -> float:
+    loss_cfg = dataclasses.replace(cfg.loss, causal_weight=1.0 if causal else 0.0, depth_weight=0.0)
+    cfg = dataclasses.replace(cfg, loss=loss_cfg)
+    torch.manual_seed(0)
+    model = CausalOcc(cfg).to(device).train()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    loss_fn = OccupancyLoss(cfg.loss, cfg.depth)
+    inputs, targets = fake_inputs(cfg, device)
+    gen = torch.Generator().manual_seed(0)
+
+    def step() -> None:
+        out = model(inputs)
+        total, _ = loss_fn(out, targets, gen)
+        opt.zero_grad(set_to_none=True)
+        total.backward()
+        opt.step()
+
+    return timed(step, device, reps)
+
+
+def pooling_ratio(device: torch.device) -> tuple[float, float]:
+    g = torch.Generator().manual_seed(0)
+    values = torch.randn(1, 2000, 16, generator=g).to(device)
+    coords = (torch.rand(1, 2000, 3, generator=g) * 20).to(device)
+    size = (20, 20, 8)
+    fast = timed(lambda: pool_hard(values, coords, size), device, 5)
+    ref = timed(lambda: pool_hard_reference(values, coords, size), device, 1)
+    return fast, ref
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--configs", nargs="+", default=["baseline_tiny", "scaocc_tiny", "scaocc_r50"])
+    parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    args = parser.parse_args()
+    device = torch.device(args.device)
+    print(f"device: {device} ({torch.cuda.get_device_name() if device.type == 'cuda' else 'CPU'}), "
+          f"torch {torch.__version__}, threads {torch.get_num_threads()}")
+    rows = []
+    for name in args.configs:
+        cfg = load_config(f"config/model/{name}.yaml")
+        reps = args.reps if "r50" not in name or device.type == "cuda" else 1
+        model = CausalOcc(cfg).to(device).eval()
+        inputs, _ = fake_inputs(cfg, device)
+        stages = stage_times(model, inputs, device, reps)
+        plain = train_step_time(cfg, False, device, reps)
+        causal = train_step_time(cfg, True, device, reps)
+        rows.append((name, stages, plain, causal))
+    print(f"\n{'config':<16}" + "".join(f"{s:>13}" for s in (*STAGES, "splat")) + f"{'fwd total':>11}"
+          f"{'train step':>12}{'+causal':>10}{'ratio':>7}")
+    for name, stages, plain, causal in rows:
+        cells = "".join(f"{stages.get(s, 0.0):>11.1f}ms" for s in (*STAGES, "splat"))
+        print(f"{name:<16}{cells}{sum(stages.values()):>9.1f}ms{1e3 * plain:>10.0f}ms{1e3 * causal:>8.0f}ms"
+              f"{causal / plain:>6.2f}x")
+    fast, ref = pooling_ratio(device)
+    print(f"\nhard pooling, 2000 points x 16 ch: index_add {1e3 * fast:.3f} ms, naive loop {1e3 * ref:.1f} ms "
+          f"-> {ref / fast:.0f}x faster")
+
+
+if __name__ == "__main__":
+    main()
