@@ -164,11 +164,16 @@ def bev_png(
 
 
 def surface_voxels(semantics: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
-    """Indices ``k 3`` of occupied voxels with at least one non-occupied 6-neighbour."""
+    """Indices ``k 3`` of occupied voxels with at least one free 6-neighbour.
+
+    Beyond the grid's sides and floor counts as occupied (cut faces are not drawn), above
+    its ceiling as free.
+    """
     occ = semantics != FREE
     if mask is not None:
         occ &= mask
-    padded = np.pad(occ, 1, constant_values=False)
+    padded = np.pad(occ, 1, constant_values=True)
+    padded[:, :, -1] = False
     inner = np.ones_like(occ)
     for axis in range(3):
         for shift in (-1, 1):
@@ -193,19 +198,25 @@ def voxels_3d_png(
     colours = PALETTE[semantics[idx[:, 0], idx[:, 1], idx[:, 2]]] / 255.0
     fig = plt.figure(figsize=(11, 8))
     ax = fig.add_subplot(projection="3d")
-    ax.scatter(centres[:, 0], centres[:, 1], centres[:, 2], c=colours, marker="s", s=4, depthshade=False,
-               edgecolors="none")
+    # Marker side ~ one voxel at this figure scale (about 900 px across the grid, 0.72 pt/px).
+    side_pt = 0.72 * 900 * max(grid.voxel_size[:2]) / (grid.upper[0] - grid.lower[0])
+    ax.scatter(centres[:, 0], centres[:, 1], centres[:, 2], c=colours, marker="s", s=(1.2 * side_pt) ** 2,
+               depthshade=False, edgecolors="none")
     ax.set_xlim(grid.lower[0], grid.upper[0])
     ax.set_ylim(grid.lower[1], grid.upper[1])
     ax.set_zlim(grid.lower[2], grid.upper[2])
     extent = np.asarray(grid.upper) - np.asarray(grid.lower)
-    ax.set_box_aspect((extent[0], extent[1], 3 * extent[2]))  # z exaggerated 3x
-    ax.view_init(elev=35, azim=-160)
+    ax.set_box_aspect((extent[0], extent[1], 3 * extent[2]), zoom=1.35)  # z exaggerated 3x
+    ax.view_init(elev=30, azim=-160)
     ax.set_xlabel("x (m)")
     ax.set_ylabel("y (m)")
     ax.set_zlabel("z")
     ax.set_title(title or f"{len(idx)} surface voxels")
-    _legend(ax, np.unique(semantics[idx[:, 0], idx[:, 1], idx[:, 2]]))
+    classes = np.unique(semantics[idx[:, 0], idx[:, 1], idx[:, 2]])
+    handles = [Patch(color=PALETTE[c] / 255.0, label=CLASS_NAMES[c]) for c in classes if c != FREE]
+    if handles:
+        fig.legend(handles=handles, loc="center right", fontsize=8, frameon=False)
+    fig.subplots_adjust(left=0.0, right=0.82, bottom=0.0, top=0.95)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100, bbox_inches="tight")
@@ -303,8 +314,7 @@ def run(args: argparse.Namespace) -> int:
         mask = labels.mask_camera if labels is not None else None
         written.append(bev_png(gt, pred, out / "bev.png", mask=mask, grid=cfg.grid))
     if gt is not None and labels is not None:
-        written.append(voxels_3d_png(gt, out / "voxels_gt.png", mask=labels.mask_camera, grid=cfg.grid,
-                                     title="ground truth (camera-visible)"))
+        written.append(voxels_3d_png(gt, out / "voxels_gt.png", grid=cfg.grid, title="ground truth"))
     for p in written:
         print(p)
     return 0
