@@ -1,0 +1,1 @@
+"""Training, evaluation, robustness, consistency and the ablation ladder."""

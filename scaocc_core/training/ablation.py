@@ -1,0 +1,213 @@
+"""The paper's cumulative ablation ladder on the synthetic benchmark.
+
+Rungs (each adds one component to the previous one)::
+
+    0 baseline          BEVDetOcc-like (baseline_*.yaml), with depth supervision
+    1 no depth sup.     depth loss off (the paper's methods learn depth implicitly)
+    2 + causal loss     semantic causal loss on the propagated 3D features
+    3 + grouped lift    channel-grouped lifting (G from scaocc_*.yaml)
+    4 + cam. offsets    learnable camera offsets with soft (trilinear) filling
+    5 + norm. conv      normalised 3D convolution = scaocc_*.yaml, the full method
+
+Every rung is trained with ``--seeds`` seeds on the default-preset world (its held-out
+scenes are the first evaluation set) and evaluated clean and under the standard camera
+noise (so3, 1 degree, 5 cm) on those scenes and on a second world (another seed, ``hard``
+preset). Finished runs (``result.json``) are skipped, interrupted ones resume from their
+last checkpoint. Results: ``OUT/ablation.json`` and ``OUT/ablation.md``.
+
+Example::
+
+    scaocc ablation --preset cpu --seeds 2 --out runs/ablation
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import yaml
+
+from scaocc_core.checkpoint import load_checkpoint
+from scaocc_core.config import ModelConfig, load_config
+from scaocc_core.data.dataset import OccDataset
+from scaocc_core.training.config import TrainConfig
+from scaocc_core.training.consistency import consistency_score
+from scaocc_core.training.distributed import DistInfo, pick_device
+from scaocc_core.training.engine import train
+from scaocc_core.training.evaluate import NOISE_SEED, evaluate_model
+from scaocc_core.training.robustness import STANDARD, relative_drop
+from scaocc_core.training.synthdata import SynthSet, ensure_synthetic
+
+log = logging.getLogger(__name__)
+CONFIG_DIR = Path(__file__).resolve().parents[2] / "config" / "model"
+
+
+@dataclass(frozen=True)
+class AblationPreset:
+    """Benchmark size: configs, the two synthetic worlds, training and evaluation budget."""
+
+    baseline: str
+    full: str
+    train_set: SynthSet
+    hard_set: SynthSet
+    train: TrainConfig
+    eval_frames: int
+    consistency_frames: int
+
+
+PRESETS: dict[str, AblationPreset] = {
+    # Sized for 2 CPU cores and < 100 min in total (see EXPERIMENTS.md for the measured times).
+    "cpu": AblationPreset(
+        baseline="baseline_tiny.yaml", full="scaocc_tiny.yaml",
+        train_set=SynthSet(seed=0, preset="default", scenes=6, frames=6, val_scenes=2, height=128, width=352),
+        hard_set=SynthSet(seed=100, preset="hard", scenes=2, frames=4, val_scenes=0, height=128, width=352),
+        train=TrainConfig(steps=90, batch_size=1, lr=2e-3, warmup_steps=8, min_lr_ratio=0.05, amp="none",
+                          augment=False, num_workers=0, checkpoint_every=30, val_every=10_000, log_every=5),
+        eval_frames=6, consistency_frames=2,
+    ),
+    # Occ3D scale for users with a GPU (r50 configs, 256x704 images, 200x200x16 grid).
+    "gpu": AblationPreset(
+        baseline="baseline_r50.yaml", full="scaocc_r50.yaml",
+        train_set=SynthSet(seed=0, preset="default", scenes=48, frames=20, val_scenes=8, height=256, width=704),
+        hard_set=SynthSet(seed=100, preset="hard", scenes=8, frames=20, val_scenes=0, height=256, width=704),
+        train=TrainConfig(steps=12_000, batch_size=4, lr=2e-4, warmup_steps=500, amp="bf16", augment=True,
+                          num_workers=4, checkpoint_every=1000, val_every=4000, val_frames=40),
+        eval_frames=0, consistency_frames=20,
+    ),
+}
+
+
+def ladder(baseline: ModelConfig, full: ModelConfig) -> list[tuple[str, ModelConfig]]:
+    """The six cumulative variants, derived from the two YAMLs with ``dataclasses.replace``."""
+    b, f = baseline, full
+    v0 = replace(b, name="0_baseline")
+    v1 = replace(v0, name="1_no_depth_sup", loss=replace(v0.loss, depth_weight=0.0))
+    v2 = replace(v1, name="2_causal_loss",
+                 loss=replace(v1.loss, causal_weight=f.loss.causal_weight, causal_feature=f.loss.causal_feature))
+    v3 = replace(v2, name="3_grouped_lift", depth=replace(v2.depth, groups=f.depth.groups))
+    v4 = replace(v3, name="4_camera_offsets", offsets=f.offsets, lift=f.lift)
+    v5 = replace(v4, name="5_normalized_conv", voxel=f.voxel)
+    if replace(v5, name=f.name) != f:
+        raise ValueError(f"the ladder's last rung differs from {f.name} in more than the four components; "
+                         "align the baseline and full configs")
+    return [(v.name, v.validate()) for v in (v0, v1, v2, v3, v4, v5)]
+
+
+def evaluate_run(ckpt: Path, sets: dict[str, str], preset: AblationPreset, device: torch.device) -> dict[str, Any]:
+    """Clean and standard-noise mIoU on each evaluation set, plus consistency on the first."""
+    model, cfg = load_checkpoint(ckpt, device)
+    out: dict[str, Any] = {}
+    for name, (source, split) in {k: (v, "val" if k == "val" else "all") for k, v in sets.items()}.items():
+        clean = evaluate_model(model, OccDataset(source, split, cfg), device, preset.eval_frames,
+                               desc=f"{name} clean").summary()
+        noisy_ds = OccDataset(source, split, cfg, camera_noise=STANDARD, noise_seed=NOISE_SEED)
+        noisy = evaluate_model(model, noisy_ds, device, preset.eval_frames, desc=f"{name} noisy").summary()
+        out[name] = {"clean": clean["miou"], "noisy": noisy["miou"],
+                     "drop": relative_drop(clean["miou"], noisy["miou"]), "clean_iou": clean["iou"],
+                     "per_class": clean["per_class"]}
+    val_source = sets["val"]
+    out["consistency"] = consistency_score(model, OccDataset(val_source, "val", cfg), device,
+                                           preset.consistency_frames)["mean"]
+    return out
+
+
+def run_one(name: str, cfg: ModelConfig, seed: int, run_dir: Path, sets: dict[str, str], preset: AblationPreset,
+            device: torch.device) -> dict[str, Any]:
+    """Train (or resume) one variant with one seed and evaluate it; cached in ``result.json``."""
+    result_path = run_dir / "result.json"
+    if result_path.is_file():
+        log.info("%s seed %d: done already, skipping", name, seed)
+        return dict(json.loads(result_path.read_text()))
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "model.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    t0 = time.time()
+    res = train(cfg, replace(preset.train, seed=seed), sets["val"], run_dir, DistInfo(device=device), resume=True)
+    metrics = evaluate_run(res.final_checkpoint, sets, preset, device)
+    result = {"variant": name, "seed": seed, "steps": res.steps, "step_time_s": res.train_seconds / max(res.steps, 1),
+              "wall_s": time.time() - t0, **metrics}
+    result_path.write_text(json.dumps(result, indent=2))
+    return result
+
+
+def _mean_std(values: list[float]) -> tuple[float, float]:
+    a = np.asarray(values, dtype=np.float64)
+    return float(a.mean()), float(a.std(ddof=1)) if a.size > 1 else 0.0
+
+
+def aggregate(results: list[dict[str, Any]], names: list[str]) -> list[dict[str, Any]]:
+    """Mean and std over seeds of every reported number, per variant (in ladder order)."""
+    keys = {"val_clean": ("val", "clean"), "val_noisy": ("val", "noisy"), "val_drop": ("val", "drop"),
+            "hard_clean": ("hard", "clean"), "hard_noisy": ("hard", "noisy"), "hard_drop": ("hard", "drop")}
+    rows = []
+    for name in names:
+        runs = [r for r in results if r["variant"] == name]
+        if not runs:
+            continue
+        row: dict[str, Any] = {"variant": name, "seeds": [r["seed"] for r in runs]}
+        for key, (group, field) in keys.items():
+            row[key] = _mean_std([r[group][field] for r in runs])
+        row["step_time_s"] = _mean_std([r["step_time_s"] for r in runs])
+        row["consistency"] = _mean_std([r["consistency"] for r in runs])
+        rows.append(row)
+    return rows
+
+
+def to_markdown(rows: list[dict[str, Any]], preset_name: str) -> str:
+    """The ablation table (percent, mean ± std over seeds)."""
+    def pct(v: tuple[float, float]) -> str:
+        return f"{100 * v[0]:.1f} ± {100 * v[1]:.1f}"
+
+    head = ("| variant | seeds | val mIoU | val mIoU (noise) | val drop | hard mIoU | hard mIoU (noise) | hard drop "
+            "| s/step | consistency |")
+    lines = [head, "|" + "---|" * 10]
+    for r in rows:
+        lines.append(f"| {r['variant']} | {len(r['seeds'])} | {pct(r['val_clean'])} | {pct(r['val_noisy'])} | "
+                     f"{pct(r['val_drop'])} | {pct(r['hard_clean'])} | {pct(r['hard_noisy'])} | "
+                     f"{pct(r['hard_drop'])} | "
+                     f"{r['step_time_s'][0]:.2f} | {pct(r['consistency'])} |")
+    lines.append("")
+    lines.append(f"Preset `{preset_name}`; noise = {STANDARD} (so3, sigma 1 deg / 0.05 m); drop = relative mIoU drop.")
+    return "\n".join(lines)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Arguments of ``scaocc ablation``."""
+    parser.add_argument("--preset", choices=sorted(PRESETS), default="cpu", help="benchmark size (default: cpu)")
+    parser.add_argument("--seeds", type=int, default=2, help="training seeds per variant (default: 2)")
+    parser.add_argument("--out", type=Path, required=True, help="output directory (data, runs, ablation.md/json)")
+    parser.add_argument("--device", default=None, choices=("cpu", "cuda"), help="default: cuda if available")
+    parser.add_argument("--steps", type=int, default=None, help="override the preset's training steps")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run ``scaocc ablation``."""
+    preset = PRESETS[args.preset]
+    if args.steps is not None:
+        preset = replace(preset, train=replace(preset.train, steps=args.steps))
+    if args.seeds <= 0:
+        raise ValueError("--seeds must be positive")
+    device = pick_device(args.device)
+    out: Path = args.out
+    out.mkdir(parents=True, exist_ok=True)
+    sets = {"val": str(ensure_synthetic(preset.train_set, out / "data")),
+            "hard": str(ensure_synthetic(preset.hard_set, out / "data"))}
+    variants = ladder(load_config(CONFIG_DIR / preset.baseline), load_config(CONFIG_DIR / preset.full))
+    (out / "preset.json").write_text(json.dumps(dataclasses.asdict(preset), indent=2))
+    results = []
+    for seed in range(args.seeds):
+        for name, cfg in variants:
+            results.append(run_one(name, cfg, seed, out / "runs" / f"{name}_seed{seed}", sets, preset, device))
+            rows = aggregate(results, [n for n, _ in variants])
+            (out / "ablation.json").write_text(json.dumps({"preset": args.preset, "rows": rows, "runs": results},
+                                                          indent=2))
+            (out / "ablation.md").write_text(to_markdown(rows, args.preset) + "\n")
+    print((out / "ablation.md").read_text())
+    return 0

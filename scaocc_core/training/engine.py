@@ -1,0 +1,204 @@
+"""The training loop: AdamW, warm-up + cosine, clipping, AMP on CUDA, checkpoints, resume, DDP.
+
+The model and its loss run inside one module (:class:`TrainStep`) so that under
+DistributedDataParallel the causal loss' inner ``autograd.grad(..., create_graph=True)``
+(w.r.t. the image features) happens inside the DDP forward: it never accumulates into
+parameter ``.grad``, so DDP's reducer only fires during the one outer ``backward``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, DistributedSampler
+from tqdm import tqdm
+
+from scaocc_core.batch import Batch, collate
+from scaocc_core.checkpoint import CheckpointError, read_checkpoint, save_checkpoint
+from scaocc_core.config import ModelConfig, model_config_from_dict
+from scaocc_core.data.augment import AugmentConfig
+from scaocc_core.data.dataset import OccDataset, class_frequencies
+from scaocc_core.losses import OccupancyLoss, class_weights
+from scaocc_core.model.causal_occ import CausalOcc
+from scaocc_core.training.config import TrainConfig, lr_factor
+from scaocc_core.training.distributed import DistInfo, barrier
+from scaocc_core.training.evaluate import evaluate_model
+from scaocc_core.training.records import MetricsLog, plot_curves
+
+log = logging.getLogger(__name__)
+
+LAST = "last.pt"
+FINAL = "final.pt"
+
+
+class TrainStep(nn.Module):
+    """Forward + loss in one module: ``batch -> (total loss, {part: value})``."""
+
+    def __init__(self, model: CausalOcc, loss: OccupancyLoss, amp_dtype: torch.dtype | None) -> None:
+        super().__init__()
+        self.model = model
+        self.loss = loss
+        self.amp_dtype = amp_dtype
+
+    def forward(self, batch: Batch, generator: torch.Generator) -> tuple[Tensor, dict[str, float]]:
+        """Loss of one batch; ``generator`` draws the causal loss' class."""
+        device = batch.inputs.images.device
+        ctx = torch.autocast(device.type, dtype=self.amp_dtype) if self.amp_dtype is not None else nullcontext()
+        with ctx:
+            out = self.model(batch.inputs)
+            return self.loss(out, batch.targets, generator)
+
+
+@dataclass
+class TrainResult:
+    """What a finished (or resumed-to-the-end) run reports."""
+
+    run_dir: Path
+    steps: int
+    final_checkpoint: Path
+    mean_step_time_s: float
+    train_seconds: float
+    val_history: list[tuple[int, float]] = field(default_factory=list)
+
+
+def amp_dtype(cfg: TrainConfig, device: torch.device) -> torch.dtype | None:
+    """Autocast dtype: only on CUDA, as configured."""
+    if device.type != "cuda" or cfg.amp == "none":
+        return None
+    return torch.bfloat16 if cfg.amp == "bf16" else torch.float16
+
+
+def epoch_batches(dataset: OccDataset, cfg: TrainConfig, info: DistInfo, epoch: int) -> list[list[int]]:
+    """This process' batches (lists of frame indices) of ``epoch``: shuffled, sharded, full."""
+    sampler: DistributedSampler[int] = DistributedSampler(
+        dataset, num_replicas=info.world_size, rank=info.rank, shuffle=True, seed=cfg.seed, drop_last=True)
+    sampler.set_epoch(epoch)
+    ids = list(sampler)
+    n = len(ids) // cfg.batch_size
+    return [ids[i * cfg.batch_size : (i + 1) * cfg.batch_size] for i in range(n)]
+
+
+def causal_generator(seed: int, rank: int, step: int) -> torch.Generator:
+    """The causal loss' class sampler for one step: a pure function of (seed, rank, step)."""
+    return torch.Generator().manual_seed((seed * 1_000_003 + rank * 7919 + step) % (2**63))
+
+
+def _load_resume(path: Path, cfg: ModelConfig, model: CausalOcc, optimizer: torch.optim.Optimizer,
+                 scaler: torch.amp.GradScaler) -> tuple[int, float]:
+    payload = read_checkpoint(path)
+    if model_config_from_dict(payload["config"]) != cfg:
+        raise CheckpointError(f"{path} was trained with another model config; use a new --out or the same --config")
+    state = payload.get("train_state")
+    if not isinstance(state, dict) or "step" not in state:
+        raise CheckpointError(f"{path} has no train_state; it cannot be resumed")
+    model.load_state_dict(payload["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    if state.get("scaler"):
+        scaler.load_state_dict(state["scaler"])
+    return int(state["step"]), float(state.get("train_seconds", 0.0))
+
+
+def train(model_cfg: ModelConfig, cfg: TrainConfig, data: str, run_dir: Path, info: DistInfo,
+          resume: bool = False, progress: bool = True) -> TrainResult:
+    """Train ``model_cfg`` on ``data`` (its ``train`` split) into ``run_dir``; see module docs."""
+    device = info.device
+    run_dir = Path(run_dir)
+    last = run_dir / LAST
+    if last.exists() and not resume:
+        raise FileExistsError(f"{run_dir} already holds a run ({last}); pass --resume or choose another --out")
+    train_ds = OccDataset(data, "train", model_cfg, augment=AugmentConfig() if cfg.augment else None, seed=cfg.seed)
+    val_ds = OccDataset(data, "val", model_cfg)
+    if len(train_ds) < cfg.batch_size * info.world_size:
+        raise ValueError(f"training split of {data} has {len(train_ds)} frames, fewer than batch_size "
+                         f"{cfg.batch_size} x {info.world_size} processes")
+    weights = class_weights(class_frequencies(train_ds, cfg.class_frequency_frames))
+    torch.manual_seed(cfg.seed)  # identical initial weights in every process
+    model = CausalOcc(model_cfg).to(device).train()
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    dtype = amp_dtype(cfg, device)
+    scaler = torch.amp.GradScaler("cuda", enabled=dtype == torch.float16)
+    step, train_seconds = 0, 0.0
+    if resume and last.exists():
+        step, train_seconds = _load_resume(last, model_cfg, model, optimizer, scaler)
+        log.info("resuming %s at step %d", run_dir, step)
+    runner: nn.Module = TrainStep(model, OccupancyLoss(model_cfg.loss, model_cfg.depth, weights), dtype)
+    if info.distributed:
+        runner = DistributedDataParallel(runner, device_ids=[device.index] if device.type == "cuda" else None)
+    records = MetricsLog(run_dir, resume_step=step) if info.is_main else None
+    steps_per_epoch = len(epoch_batches(train_ds, cfg, info, 0))
+    val_history: list[tuple[int, float]] = []
+    step_times: list[float] = []
+    bar = tqdm(total=cfg.steps, initial=step, desc=f"train {model_cfg.name}", disable=not (progress and info.is_main))
+    while step < cfg.steps:
+        epoch, offset = divmod(step, steps_per_epoch)
+        train_ds.set_epoch(epoch)
+        loader = DataLoader(train_ds, batch_sampler=epoch_batches(train_ds, cfg, info, epoch)[offset:],
+                            collate_fn=collate, num_workers=cfg.num_workers)
+        for batch in loader:
+            t0 = time.perf_counter()
+            lr = cfg.lr * lr_factor(step, cfg)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            total, parts = runner(batch.to(device), causal_generator(cfg.seed, info.rank, step))
+            if not math.isfinite(parts["total"]) and dtype != torch.float16:
+                raise FloatingPointError(f"loss became non-finite at step {step}: {parts}")
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(total).backward()
+            scaler.unscale_(optimizer)
+            grad_norm = float(torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip or math.inf))
+            scaler.step(optimizer)
+            scaler.update()
+            step += 1
+            dt = time.perf_counter() - t0
+            step_times.append(dt)
+            train_seconds += dt
+            bar.update(1)
+            bar.set_postfix(loss=f"{parts['total']:.3f}", s_per_step=f"{dt:.2f}")
+            row: dict[str, Any] = {}
+            if step % cfg.log_every == 0 or step == cfg.steps:
+                row = {"step": step, "epoch": epoch, "lr": lr, "elapsed_s": round(train_seconds, 2),
+                       "step_time_s": round(dt, 4), "grad_norm": grad_norm, **parts}
+            if len(val_ds) and (step % cfg.val_every == 0 or step == cfg.steps):
+                metric = evaluate_model(model, val_ds, device, cfg.val_frames, info, progress, desc="val")
+                s = metric.summary()
+                val_history.append((step, s["miou"]))
+                row = {**row, "step": step, "val_miou": s["miou"], "val_miou_d": s["miou_d"], "val_iou": s["iou"]}
+                log.info("step %d: val mIoU %.2f%%", step, 100 * s["miou"])
+            if records is not None and row:
+                records.log(row)
+            if step % cfg.checkpoint_every == 0 or step == cfg.steps:
+                _save(run_dir, model, model_cfg, cfg, optimizer, scaler, step, train_seconds, data, info)
+            if step >= cfg.steps:
+                break
+    bar.close()
+    final = run_dir / FINAL
+    if info.is_main:
+        if records is not None:
+            records.close()
+            plot_curves(records.path, run_dir / "curves.png")
+        meta = {"step": step, "train_seconds": train_seconds, "data": data, "train_config": cfg.to_dict(),
+                "val_miou": val_history[-1][1] if val_history else None}
+        save_checkpoint(final, model, model_cfg, meta=meta)
+    barrier(info)
+    mean_dt = sum(step_times[1:]) / max(len(step_times) - 1, 1) if step_times else 0.0
+    return TrainResult(run_dir, step, final, mean_dt, train_seconds, val_history)
+
+
+def _save(run_dir: Path, model: CausalOcc, model_cfg: ModelConfig, cfg: TrainConfig, optimizer: torch.optim.Optimizer,
+          scaler: torch.amp.GradScaler, step: int, train_seconds: float, data: str, info: DistInfo) -> None:
+    if not info.is_main:
+        return
+    train_state = {"step": step, "train_seconds": train_seconds, "optimizer": optimizer.state_dict(),
+                   "scheduler": {"step": step, "lr_factor": lr_factor(step, cfg)}, "scaler": scaler.state_dict(),
+                   "train_config": cfg.to_dict()}
+    save_checkpoint(run_dir / LAST, model, model_cfg, meta={"step": step, "data": data}, train_state=train_state)
