@@ -12,7 +12,7 @@ import torch
 from scaocc_core.batch import collate
 from scaocc_core.config import GridConfig, ImageConfig, ModelConfig
 from scaocc_core.data.augment import AugmentConfig
-from scaocc_core.data.dataset import OccDataset, class_frequencies
+from scaocc_core.data.dataset import OccDataset, class_frequencies, parse_synthetic_source
 from scaocc_core.data.labels import DataError, OccLabels, downsample_labels, save_occ3d_labels
 from scaocc_core.data.manifest import CameraRecord, FrameRecord, Manifest
 from scaocc_core.data.noise import CameraNoise
@@ -199,3 +199,34 @@ def test_class_frequencies(manifest_dir: Path) -> None:
     assert counts[11] == 2 * 100 * 100 and counts[4] == 2 * 10 * 10 * 2
     fine = class_frequencies(Manifest.load(manifest_dir), max_frames=1)
     assert fine[11] == 200 * 200 * 2 and fine[4] == 20 * 20 * 4
+
+
+SYNTH = "synthetic:scenes=3,frames=2,seed=5,preset=easy,res=64x176,val_scenes=1"
+
+
+def test_synthetic_source_parsing() -> None:
+    spec, val = parse_synthetic_source(SYNTH)
+    got = (spec.scenes, spec.frames, spec.seed, spec.preset, spec.height, spec.width, val)
+    assert got == (3, 2, 5, "easy", 64, 176, 1)
+    for bad, msg in (("synthetic:scenes=2,colour=red", "unknown key"), ("synthetic:res=64", "res"),
+                     ("synthetic:scenes=2,val_scenes=2", "val_scenes"), ("synthetic:frames", "KEY=VALUE")):
+        with pytest.raises(ValueError, match=msg):
+            parse_synthetic_source(bad)
+
+
+def test_synthetic_on_the_fly() -> None:
+    train, val = OccDataset(SYNTH, "train", CFG), OccDataset(SYNTH, "val", CFG)
+    assert len(train) == 4 and len(val) == 2
+    b = val[1]
+    assert b.tokens == [val.raw_frame(1).token] and "scene002" in b.tokens[0]
+    assert b.inputs.images.shape == (1, 6, 3, 128, 352)
+    assert b.targets.semantics is not None and b.targets.semantics.shape == (1, 100, 100, 8)
+    assert b.targets.sem2d is not None and b.targets.depth2d is not None
+    # Dense rendered labels: every pixel of the upscaled view has a class (17 = sky) and
+    # sky is exactly where there is no depth.
+    assert (b.targets.sem2d != 255).all()
+    assert torch.equal(b.targets.sem2d == FREE, b.targets.depth2d == 0)
+    again = val[1]
+    assert again.targets.semantics is not None
+    assert torch.equal(b.inputs.images, again.inputs.images)
+    assert torch.equal(b.targets.semantics, again.targets.semantics)
