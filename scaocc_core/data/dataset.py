@@ -14,7 +14,7 @@ Augmentation randomness comes from a generator seeded by ``(seed, epoch, index)`
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -226,6 +226,19 @@ class OccDataset(Dataset[Batch]):
             raise IndexError(f"index {index} out of range for a dataset of {len(self)} frames")
         return int(index)
 
+    def _camera(
+        self, image: np.ndarray, sem: np.ndarray | None, depth: np.ndarray | None, rng: np.random.Generator | None
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None]:
+        """One camera at network size: image ``H W 3``, pixel affine ``A`` (3x3), 2D labels."""
+        src_hw, out_hw = image.shape[:2], (self.cfg.image.height, self.cfg.image.width)
+        if self.augment is not None and rng is not None:
+            a = aug.sample_image_aug(src_hw, out_hw, self.augment, rng)
+        else:
+            a = aug.eval_image_aug(src_hw, out_hw)
+        A = aug.image_aug_matrix(src_hw, out_hw, a)
+        sem_out, depth_out = aug.warp_labels(sem, depth, A, out_hw, IGNORE)
+        return aug.warp_image(image, out_hw, a), A, sem_out, depth_out
+
     def __getitem__(self, index: int) -> Batch:
         index = self._check(index)
         raw = self.source.frame(index)
@@ -233,53 +246,37 @@ class OccDataset(Dataset[Batch]):
         if len(raw.images) != n:
             raise DataError(f"frame {raw.token}: {len(raw.images)} cameras, model expects {n}")
         rng = np.random.default_rng([self.seed, self.epoch, index]) if self.augment else None
-        out_hw = (self.cfg.image.height, self.cfg.image.width)
-        images, post_rots, post_trans, sem2d, depth2d = [], [], [], [], []
-        for k, img in enumerate(raw.images):
-            src_hw = img.shape[:2]
-            if self.augment is not None and rng is not None:
-                a = aug.sample_image_aug(src_hw, out_hw, self.augment, rng)
-            else:
-                a = aug.eval_image_aug(src_hw, out_hw)
-            A = aug.image_aug_matrix(src_hw, out_hw, a)
-            images.append(aug.warp_image(img, out_hw, a))
-            pr, pt = aug.post_rot_tran(A)
-            post_rots.append(pr)
-            post_trans.append(pt)
-            sem_k, depth_k = aug.warp_labels(
-                None if raw.sem2d is None else raw.sem2d[k], None if raw.depth2d is None else raw.depth2d[k],
-                A, out_hw, IGNORE,
-            )
-            if sem_k is not None:
-                sem2d.append(sem_k)
-            if depth_k is not None:
-                depth2d.append(depth_k)
+        views = [
+            self._camera(img, None if raw.sem2d is None else raw.sem2d[k],
+                         None if raw.depth2d is None else raw.depth2d[k], rng)
+            for k, img in enumerate(raw.images)
+        ]
+        post = [aug.post_rot_tran(A) for _, A, _, _ in views]
         bda = aug.sample_bda(self.augment, rng) if self.augment is not None and rng is not None else np.eye(4)
         ego_T_cam = raw.ego_T_cam
         if self.camera_noise is not None:
             ego_T_cam = self.camera_noise.apply(ego_T_cam, self.noise_seed, index)
         f32 = torch.float32
         inputs = CameraInputs(
-            images=torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2)[None].to(f32) / 255.0,  # 1 n 3 H W
+            images=torch.from_numpy(np.stack([v[0] for v in views])).permute(0, 3, 1, 2)[None].to(f32) / 255.0,
             intrinsics=torch.as_tensor(raw.intrinsics, dtype=f32)[None],  # 1 n 3 3
             ego_T_cam=torch.as_tensor(ego_T_cam, dtype=f32)[None],  # 1 n 4 4
-            post_rot=torch.as_tensor(np.stack(post_rots), dtype=f32)[None],  # 1 n 3 3
-            post_tran=torch.as_tensor(np.stack(post_trans), dtype=f32)[None],  # 1 n 3
+            post_rot=torch.as_tensor(np.stack([p[0] for p in post]), dtype=f32)[None],  # 1 n 3 3
+            post_tran=torch.as_tensor(np.stack([p[1] for p in post]), dtype=f32)[None],  # 1 n 3
             bda=torch.as_tensor(bda, dtype=f32)[None],  # 1 4 4
             camera_valid=torch.ones(1, n, dtype=torch.bool),
-        )
+        )  # images: 1 n 3 H W in [0, 1]
         targets = Targets()
         if raw.labels is not None:
             labels = downsample_labels(raw.labels, self.factor)
             sem, (mc, ml) = aug.apply_bda_to_grid(
                 bda, self.cfg.grid, labels.semantics, [labels.mask_camera, labels.mask_lidar]
             )
-            targets = replace(
-                targets,
-                semantics=torch.from_numpy(sem.astype(np.int64))[None],  # 1 X Y Z
-                mask_camera=torch.from_numpy(np.ascontiguousarray(mc))[None],
-                mask_lidar=torch.from_numpy(np.ascontiguousarray(ml))[None],
-            )
+            targets.semantics = torch.from_numpy(sem.astype(np.int64))[None]  # 1 X Y Z
+            targets.mask_camera = torch.from_numpy(np.ascontiguousarray(mc))[None]  # 1 X Y Z
+            targets.mask_lidar = torch.from_numpy(np.ascontiguousarray(ml))[None]  # 1 X Y Z
+        sem2d = [v[2] for v in views if v[2] is not None]
+        depth2d = [v[3] for v in views if v[3] is not None]
         if sem2d:
             targets.sem2d = torch.from_numpy(np.stack(sem2d).astype(np.int64))[None]  # 1 n H W
         if depth2d:
