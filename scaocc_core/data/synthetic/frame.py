@@ -44,7 +44,7 @@ def render_images(scene: Scene, prims: Prims, global_T_cams: np.ndarray, K: np.n
     reach = VIEW_RANGE + 10.0
     nb = int(math.ceil(2 * reach / BUCKET))
     bx0, by0 = ego_xy[0] - reach, ego_xy[1] - reach
-    start, items = build_buckets(prims.xy_bounds(), bx0, by0, BUCKET, nb)
+    start, items, cell_top = build_buckets(prims.xy_bounds(), prims.geo[:, 3].copy(), bx0, by0, BUCKET, nb)
     rays = np.stack([camera_rays(K[c], global_T_cams[c], height, width) for c in range(n)])  # n H W 3
     origins = np.ascontiguousarray(global_T_cams[:, :3, 3])
     rgb = np.empty((n, height, width, 3), np.uint8)
@@ -52,9 +52,12 @@ def render_images(scene: Scene, prims: Prims, global_T_cams: np.ndarray, K: np.n
     depth = np.empty((n, height, width), np.float32)
     kernel = render_parallel if PARALLEL else render_serial
     layout = scene.layout
-    kernel(origins, rays, prims.kind, prims.geo, prims.color, prims.inst, prims.pattern, prims.cls, start, items,
-           bx0, by0, BUCKET, nb, layout.raster, float(layout.origin[0]), float(layout.origin[1]), RES, FLAT_TOP,
-           FLAT_MAX, scene.flat_color, scene.lighting.pack(), seed, rgb, sem, depth)
+    objects = (prims.kind, prims.geo, prims.color, prims.inst, prims.pattern, prims.cls)
+    ztop = float(prims.geo[:, 3].max(initial=0.0))
+    buckets = (start, items, cell_top, np.array([ztop, bx0, by0, BUCKET, nb], np.float64))
+    ground = (layout.raster, np.array([layout.origin[0], layout.origin[1], RES, FLAT_MAX], np.float64), FLAT_TOP,
+              scene.flat_color)
+    kernel(origins, rays, objects, buckets, ground, scene.lighting.pack(), seed, rgb, sem, depth)
     return rgb, sem, depth
 
 

@@ -105,13 +105,17 @@ def intersect(kind: int, g: np.ndarray, ox: float, oy: float, oz: float, dx: flo
 
 
 @njit(cache=True)
-def build_buckets(bounds: np.ndarray, x0: float, y0: float, cell: float, n: int) -> tuple[np.ndarray, np.ndarray]:
+def build_buckets(bounds: np.ndarray, ztop: np.ndarray, x0: float, y0: float, cell: float,
+                  n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """CSR lists of the primitives overlapping each cell of an ``n`` x ``n`` grid.
 
-    ``bounds`` is ``P 4`` (xmin, xmax, ymin, ymax); cell ``(i, j)`` has flat index ``i * n + j``
-    and covers ``x0 + i * cell`` .. and ``y0 + j * cell`` ...
+    ``bounds`` is ``P 4`` (xmin, xmax, ymin, ymax), ``ztop`` the ``P`` top heights; cell
+    ``(i, j)`` has flat index ``i * n + j`` and covers ``x0 + i * cell`` .. and ``y0 + j * cell`` ...
+    Returns ``(start, items, cell_top)``: cell ``c`` lists ``items[start[c]:start[c + 1]]``,
+    whose highest point is ``cell_top[c]``.
     """
     counts = np.zeros(n * n + 1, np.int64)
+    cell_top = np.full(n * n, -np.inf)
     for p in range(bounds.shape[0]):
         i0, i1 = max(0, int((bounds[p, 0] - x0) // cell)), min(n - 1, int((bounds[p, 1] - x0) // cell))
         j0, j1 = max(0, int((bounds[p, 2] - y0) // cell)), min(n - 1, int((bounds[p, 3] - y0) // cell))
@@ -128,7 +132,8 @@ def build_buckets(bounds: np.ndarray, x0: float, y0: float, cell: float, n: int)
             for j in range(j0, j1 + 1):
                 items[fill[i * n + j]] = p
                 fill[i * n + j] += 1
-    return start, items
+                cell_top[i * n + j] = max(cell_top[i * n + j], ztop[p])
+    return start, items, cell_top
 
 
 @njit(cache=True)
@@ -142,19 +147,25 @@ def _dda_setup(o: float, d: float, cell_pos: float, cell: float) -> tuple[int, f
 
 
 @njit(cache=True)
-def trace_objects(kind: np.ndarray, geo: np.ndarray, start: np.ndarray, items: np.ndarray,
-                  bx0: float, by0: float, cell: float, n: int, ox: float, oy: float, oz: float,
+def trace_objects(kind: np.ndarray, geo: np.ndarray, start: np.ndarray, items: np.ndarray, cell_top: np.ndarray,
+                  ztop_all: float, bx0: float, by0: float, cell: float, n: int, ox: float, oy: float, oz: float,
                   dx: float, dy: float, dz: float, tmax: float,
                   any_hit: bool) -> tuple[float, int, float, float, float]:
-    """Nearest primitive hit before ``tmax``: ``(t, index, nx, ny, nz)``, index -1 if none."""
+    """Nearest primitive hit before ``tmax``: ``(t, index, nx, ny, nz)``, index -1 if none.
+
+    Cells whose contents lie entirely below a rising ray are skipped, and a rising ray stops
+    above ``ztop_all`` (the highest point of any primitive).
+    """
     fx, fy = (ox - bx0) / cell, (oy - by0) / cell
     i, j = int(math.floor(fx)), int(math.floor(fy))
     si, ti, di = _dda_setup(ox, dx, fx, cell)
     sj, tj, dj = _dda_setup(oy, dy, fy, cell)
     best, idx, bnx, bny, bnz = tmax, -1, 0.0, 0.0, 0.0
+    t_enter = 0.0
     while 0 <= i < n and 0 <= j < n:
         c = i * n + j
-        for q in range(start[c], start[c + 1]):
+        first = start[c + 1] if dz > 0 and oz + dz * t_enter > cell_top[c] else start[c]
+        for q in range(first, start[c + 1]):
             p = items[q]
             t, nx, ny, nz = intersect(kind[p], geo[p], ox, oy, oz, dx, dy, dz, best)
             if t < best:
@@ -162,8 +173,9 @@ def trace_objects(kind: np.ndarray, geo: np.ndarray, start: np.ndarray, items: n
                 if any_hit:
                     return best, idx, bnx, bny, bnz
         t_exit = min(ti, tj)
-        if best <= t_exit or t_exit >= tmax or (dz > 0 and oz + dz * t_exit > 40.0):
+        if best <= t_exit or t_exit >= tmax or (dz > 0 and oz + dz * t_exit > ztop_all):
             break
+        t_enter = t_exit
         if ti < tj:
             i += si
             ti += di

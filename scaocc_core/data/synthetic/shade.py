@@ -18,6 +18,9 @@ from numba import njit, prange
 from scaocc_core.data.synthetic.raycast import trace_flat, trace_objects
 
 SKY = 17
+LUT_SIZE = 4096
+#: linear intensity (0..1 in LUT_SIZE steps) -> sRGB-like uint8 (gamma 2.2)
+GAMMA_LUT = np.round(255.0 * np.linspace(0.0, 1.0, LUT_SIZE) ** (1 / 2.2)).astype(np.uint8)
 
 
 @njit(cache=True)
@@ -110,18 +113,23 @@ def _sky(light: np.ndarray, dx: float, dy: float, dz: float, out: np.ndarray) ->
     e = max(0.0, dz / norm)
     w = math.sqrt(e)
     cosang = (dx * light[0] + dy * light[1] + dz * light[2]) / norm
-    glow = 2.0 * max(0.0, cosang) ** 300 + 0.25 * max(0.0, cosang) ** 8
+    glow = 0.0
+    if cosang > 0.5:
+        c8 = cosang ** 8
+        glow = 0.25 * c8 + (2.0 * math.exp(300.0 * math.log(cosang)) if cosang > 0.98 else 0.0)
     for q in range(3):
         out[q] = light[12 + q] * (1 - w) + light[9 + q] * w + glow * light[3 + q]
 
 
 @njit(cache=True)
-def _render_row(row: int, origins: np.ndarray, rays: np.ndarray, kind: np.ndarray, geo: np.ndarray,
-                color: np.ndarray, inst: np.ndarray, pattern: np.ndarray, cls: np.ndarray, start: np.ndarray,
-                items: np.ndarray, bx0: float, by0: float, cell: float, nb: int, raster: np.ndarray, rx0: float,
-                ry0: float, res: float, flat_top: np.ndarray, flat_max: float, flat_color: np.ndarray,
+def _render_row(row: int, origins: np.ndarray, rays: np.ndarray, objects: tuple, buckets: tuple, ground: tuple,
                 light: np.ndarray, seed: int, rgb: np.ndarray, sem: np.ndarray, depth: np.ndarray) -> None:
-    """Render image row ``row % H`` of camera ``row // H``."""
+    """Render image row ``row % H`` of camera ``row // H`` (arguments as in :func:`render_serial`)."""
+    kind, geo, color, inst, pattern, cls = objects
+    start, items, cell_top, bparams = buckets
+    ztop_all, bx0, by0, cell, nb = bparams[0], bparams[1], bparams[2], bparams[3], int(bparams[4])
+    raster, gparams, flat_top, flat_color = ground
+    rx0, ry0, res, flat_max = gparams[0], gparams[1], gparams[2], gparams[3]
     H, W = rays.shape[1], rays.shape[2]
     view = light[19]
     cam, v = row // H, row % H
@@ -133,8 +141,8 @@ def _render_row(row: int, origins: np.ndarray, rays: np.ndarray, kind: np.ndarra
         tview = view / hxy if hxy > 1e-9 else 1e9
         tf, code, fnx, fny, fnz = trace_flat(raster, rx0, ry0, res, flat_top, flat_max, ox, oy, oz, dx, dy, dz,
                                              tview)
-        to, p, nx, ny, nz = trace_objects(kind, geo, start, items, bx0, by0, cell, nb, ox, oy, oz, dx, dy, dz,
-                                          min(tf, tview), False)
+        to, p, nx, ny, nz = trace_objects(kind, geo, start, items, cell_top, ztop_all, bx0, by0, cell, nb,
+                                          ox, oy, oz, dx, dy, dz, min(tf, tview), False)
         if p < 0 and tf == np.inf:
             _sky(light, dx, dy, dz, col)
             sem[cam, v, u] = SKY
@@ -153,9 +161,10 @@ def _render_row(row: int, origins: np.ndarray, rays: np.ndarray, kind: np.ndarra
             depth[cam, v, u] = t
             lam = nx * light[0] + ny * light[1] + nz * light[2]
             if lam > 0 and light[18] > 0:
-                ts = trace_objects(kind, geo, start, items, bx0, by0, cell, nb, hx + 0.02 * nx, hy + 0.02 * ny,
-                                   hz + 0.02 * nz, light[0], light[1], light[2], 60.0, True)[0]
-                if ts < 60.0:
+                shadow = trace_objects(kind, geo, start, items, cell_top, ztop_all, bx0, by0, cell, nb,
+                                       hx + 0.02 * nx, hy + 0.02 * ny, hz + 0.02 * nz, light[0], light[1], light[2],
+                                       1e9, True)[1]
+                if shadow >= 0:
                     lam = 0.0
             lam = max(lam, 0.0)
             sky_w = 0.7 + 0.3 * nz
@@ -163,36 +172,34 @@ def _render_row(row: int, origins: np.ndarray, rays: np.ndarray, kind: np.ndarra
             for q, alb in enumerate((r, g, b)):
                 lit = alb * (light[3 + q] * lam + light[6 + q] * sky_w)
                 col[q] = lit * (1 - haze) + light[12 + q] * haze
+        noise = _hash(u, v, cam, seed + 101) if light[17] > 0 else 0.0
         for q in range(3):
             x = col[q] * light[15]
             if light[17] > 0:
-                x += light[17] * (_hash(u, v, cam * 7 + q, seed + 101) + _hash(u, v, cam * 7 + q, seed + 202) - 1.0)
-            x = max(0.0, x) ** (1.0 / 2.2)
-            rgb[cam, v, u, q] = np.uint8(min(255.0, 255.0 * x + 0.5))
-
+                noise = _frac(noise * 61.0)  # three decorrelated values from one hash
+                x += light[17] * 3.4 * (noise - 0.5)
+            rgb[cam, v, u, q] = GAMMA_LUT[min(LUT_SIZE - 1, int(max(0.0, x) * (LUT_SIZE - 1) + 0.5))]
 
 
 @njit(cache=True)
-def render_serial(origins: np.ndarray, rays: np.ndarray, kind: np.ndarray, geo: np.ndarray, color: np.ndarray,
-                  inst: np.ndarray, pattern: np.ndarray, cls: np.ndarray, start: np.ndarray, items: np.ndarray,
-                  bx0: float, by0: float, cell: float, nb: int, raster: np.ndarray, rx0: float, ry0: float,
-                  res: float, flat_top: np.ndarray, flat_max: float, flat_color: np.ndarray, light: np.ndarray,
-                  seed: int, rgb: np.ndarray, sem: np.ndarray, depth: np.ndarray) -> None:
-    """Render ``n`` cameras on one thread. ``rays`` is ``n H W 3`` global ray directions with unit
-    optical-axis component; writes ``rgb`` (n H W 3 uint8), ``sem`` (n H W uint8) and ``depth``
-    (n H W float32)."""
+def render_serial(origins: np.ndarray, rays: np.ndarray, objects: tuple, buckets: tuple, ground: tuple,
+                  light: np.ndarray, seed: int, rgb: np.ndarray, sem: np.ndarray, depth: np.ndarray) -> None:
+    """Render ``n`` cameras on one thread.
+
+    ``origins`` is ``n 3`` and ``rays`` ``n H W 3`` global ray directions with unit optical-axis
+    component. ``objects`` = ``(kind, geo, color, inst, pattern, cls)`` (a primitive table),
+    ``buckets`` = ``(start, items, cell_top, [ztop_all, x0, y0, cell, n])`` (see
+    :func:`~scaocc_core.data.synthetic.raycast.build_buckets`), ``ground`` = ``(raster,
+    [x0, y0, res, flat_max], flat_top, flat_color)``. Writes ``rgb`` (n H W 3 uint8), ``sem``
+    (n H W uint8) and ``depth`` (n H W float32).
+    """
     for row in range(rays.shape[0] * rays.shape[1]):
-        _render_row(row, origins, rays, kind, geo, color, inst, pattern, cls, start, items, bx0, by0, cell, nb,
-                    raster, rx0, ry0, res, flat_top, flat_max, flat_color, light, seed, rgb, sem, depth)
+        _render_row(row, origins, rays, objects, buckets, ground, light, seed, rgb, sem, depth)
 
 
 @njit(cache=True, parallel=True)
-def render_parallel(origins: np.ndarray, rays: np.ndarray, kind: np.ndarray, geo: np.ndarray, color: np.ndarray,
-                    inst: np.ndarray, pattern: np.ndarray, cls: np.ndarray, start: np.ndarray, items: np.ndarray,
-                    bx0: float, by0: float, cell: float, nb: int, raster: np.ndarray, rx0: float, ry0: float,
-                    res: float, flat_top: np.ndarray, flat_max: float, flat_color: np.ndarray, light: np.ndarray,
-                    seed: int, rgb: np.ndarray, sem: np.ndarray, depth: np.ndarray) -> None:
+def render_parallel(origins: np.ndarray, rays: np.ndarray, objects: tuple, buckets: tuple, ground: tuple,
+                    light: np.ndarray, seed: int, rgb: np.ndarray, sem: np.ndarray, depth: np.ndarray) -> None:
     """:func:`render_serial` with image rows spread over numba threads (same output)."""
     for row in prange(rays.shape[0] * rays.shape[1]):
-        _render_row(row, origins, rays, kind, geo, color, inst, pattern, cls, start, items, bx0, by0, cell, nb,
-                    raster, rx0, ry0, res, flat_top, flat_max, flat_color, light, seed, rgb, sem, depth)
+        _render_row(row, origins, rays, objects, buckets, ground, light, seed, rgb, sem, depth)

@@ -30,8 +30,8 @@ LIDAR_AZIMUTH_STEP_DEG = 0.2
 
 @njit(cache=True)
 def _add_interval(counts: np.ndarray, i: int, j: int, c: int, zlo: float, zhi: float, lz: float, vz: float,
-                  nz: int) -> None:
-    """Add the z samples of column ``(i, j)`` lying in ``[zlo, zhi)`` to class ``c``."""
+                  nz: int, weight: int) -> None:
+    """Add ``weight`` times the z samples of column ``(i, j)`` in ``[zlo, zhi)`` to class ``c``."""
     k0 = max(0, int(math.floor((zlo - lz) / vz)))
     k1 = min(nz - 1, int(math.floor((zhi - lz) / vz)))
     for k in range(k0, k1 + 1):
@@ -41,7 +41,7 @@ def _add_interval(counts: np.ndarray, i: int, j: int, c: int, zlo: float, zhi: f
             if zlo <= z < zhi:
                 n += 1
         if n:
-            counts[i, j, k, c] = min(255, counts[i, j, k, c] + n)
+            counts[i, j, k, c] = min(255, counts[i, j, k, c] + n * weight)
 
 
 @njit(cache=True)
@@ -61,16 +61,17 @@ def accumulate_objects(kind: np.ndarray, geo: np.ndarray, cls: np.ndarray, lower
             continue
         for i in range(i0, i1 + 1):
             for j in range(j0, j1 + 1):
+                inside = 0  # boxes: count xy samples, then add the shared z interval once
                 for qa in range(SUB):
                     sx = lower[0] + (i + (qa + 0.5) / SUB) * vs[0] - cx
                     for qb in range(SUB):
                         sy = lower[1] + (j + (qb + 0.5) / SUB) * vs[1] - cy
                         lx, ly = c * sx + s * sy, -s * sx + c * sy
                         if kind[p] == 0:
-                            if abs(lx) > a or abs(ly) > b:
-                                continue
-                            zlo, zhi = z0, z1
-                        elif kind[p] == 1:
+                            if abs(lx) <= a and abs(ly) <= b:
+                                inside += 1
+                            continue
+                        if kind[p] == 1:
                             r = math.sqrt(sx * sx + sy * sy)
                             if r > max(a, b):
                                 continue
@@ -88,7 +89,9 @@ def accumulate_objects(kind: np.ndarray, geo: np.ndarray, cls: np.ndarray, lower
                             half = 0.5 * (z1 - z0) * math.sqrt(1 - q)
                             zlo, zhi = 0.5 * (z0 + z1) - half, 0.5 * (z0 + z1) + half
                         if zhi > zlo:
-                            _add_interval(counts, i, j, cls[p], zlo, zhi, lower[2], vs[2], size[2])
+                            _add_interval(counts, i, j, cls[p], zlo, zhi, lower[2], vs[2], size[2], 1)
+                if inside:
+                    _add_interval(counts, i, j, cls[p], z0, z1, lower[2], vs[2], size[2], inside)
 
 
 @njit(cache=True)
@@ -97,17 +100,21 @@ def accumulate_ground(raster: np.ndarray, rx0: float, ry0: float, res: float, fl
                       size: np.ndarray, counts: np.ndarray) -> None:
     """Count the flat ground's top ``skin`` metres (raster in the global frame, ego pose given)."""
     ny, nx = raster.shape
+    per_class = np.zeros(16, np.int64)
     for i in range(size[0]):
         for j in range(size[1]):
+            per_class[:] = 0
             for qa in range(SUB):
                 sx = lower[0] + (i + (qa + 0.5) / SUB) * vs[0]
                 for qb in range(SUB):
                     sy = lower[1] + (j + (qb + 0.5) / SUB) * vs[1]
                     gx, gy = ex + cos_e * sx - sin_e * sy, ey + sin_e * sx + cos_e * sy
                     ci, cj = int(math.floor((gx - rx0) / res)), int(math.floor((gy - ry0) / res))
-                    code = raster[cj, ci] & 15 if (0 <= ci < nx and 0 <= cj < ny) else 14
+                    per_class[raster[cj, ci] & 15 if (0 <= ci < nx and 0 <= cj < ny) else 14] += 1
+            for code in range(16):
+                if per_class[code]:
                     h = flat_top[code]
-                    _add_interval(counts, i, j, code, h - skin, h, lower[2], vs[2], size[2])
+                    _add_interval(counts, i, j, code, h - skin, h, lower[2], vs[2], size[2], per_class[code])
 
 
 @njit(cache=True)
@@ -127,6 +134,16 @@ def finalize(counts: np.ndarray, threshold: int, out: np.ndarray) -> None:
 
 
 @njit(cache=True)
+def _axis(pos: float, d: float) -> tuple[int, float, float]:
+    """DDA step, parameter of the first boundary crossing and crossing spacing on one axis."""
+    if d > 1e-12:
+        return 1, (math.floor(pos) + 1 - pos) / d, 1 / d
+    if d < -1e-12:
+        return -1, (pos - math.floor(pos)) / -d, -1 / d
+    return 0, np.inf, np.inf
+
+
+@njit(cache=True)
 def cast_visibility(sem: np.ndarray, lower: np.ndarray, vs: np.ndarray, origins: np.ndarray, dirs: np.ndarray,
                     mask: np.ndarray) -> None:
     """Mark voxels traversed by each ray up to and including its first occupied voxel.
@@ -135,31 +152,26 @@ def cast_visibility(sem: np.ndarray, lower: np.ndarray, vs: np.ndarray, origins:
     """
     X, Y, Z = sem.shape
     for r in range(origins.shape[0]):
-        pos = (origins[r] - lower) / vs
-        i, j, k = int(math.floor(pos[0])), int(math.floor(pos[1])), int(math.floor(pos[2]))
-        if not (0 <= i < X and 0 <= j < Y and 0 <= k < Z):
-            continue
-        step = np.zeros(3, np.int64)
-        tnext = np.full(3, np.inf)
-        tdelta = np.full(3, np.inf)
-        for a in range(3):
-            d = dirs[r, a] / vs[a]
-            if d > 1e-12:
-                step[a], tnext[a], tdelta[a] = 1, (math.floor(pos[a]) + 1 - pos[a]) / d, 1 / d
-            elif d < -1e-12:
-                step[a], tnext[a], tdelta[a] = -1, (pos[a] - math.floor(pos[a])) / -d, -1 / d
+        px = (origins[r, 0] - lower[0]) / vs[0]
+        py = (origins[r, 1] - lower[1]) / vs[1]
+        pz = (origins[r, 2] - lower[2]) / vs[2]
+        i, j, k = int(math.floor(px)), int(math.floor(py)), int(math.floor(pz))
+        si, ti, di = _axis(px, dirs[r, 0] / vs[0])
+        sj, tj, dj = _axis(py, dirs[r, 1] / vs[1])
+        sk, tk, dk = _axis(pz, dirs[r, 2] / vs[2])
         while 0 <= i < X and 0 <= j < Y and 0 <= k < Z:
             mask[i, j, k] = True
             if sem[i, j, k] != FREE:
                 break
-            a = 0 if tnext[0] <= tnext[1] and tnext[0] <= tnext[2] else (1 if tnext[1] <= tnext[2] else 2)
-            if a == 0:
-                i += step[0]
-            elif a == 1:
-                j += step[1]
+            if ti <= tj and ti <= tk:
+                i += si
+                ti += di
+            elif tj <= tk:
+                j += sj
+                tj += dj
             else:
-                k += step[2]
-            tnext[a] += tdelta[a]
+                k += sk
+                tk += dk
 
 
 def _grid_arrays(grid: GridConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -181,11 +193,11 @@ def voxelize(prims_ego: Prims, layout: Layout, ego_pose: tuple[float, float, flo
 
 
 def camera_mask(sem: np.ndarray, grid: GridConfig, K: np.ndarray, ego_T_cam: np.ndarray, height: int, width: int,
-                step_rad: float = 0.005) -> np.ndarray:
+                step_rad: float = 0.007) -> np.ndarray:
     """Voxels observed by the cameras (``K`` n 3 3, ``ego_T_cam`` n 4 4): ``X Y Z`` bool.
 
-    Rays are cast on a pixel lattice spaced about ``step_rad`` apart (finer than a voxel
-    seen from 60 m), Occ3D style: each ray observes voxels up to its first occupied one.
+    Rays are cast on a pixel lattice spaced about ``step_rad`` apart (a voxel seen from the
+    grid's far corner), Occ3D style: each ray observes voxels up to its first occupied one.
     """
     lower, vs, _ = _grid_arrays(grid)
     mask = np.zeros(sem.shape, bool)
