@@ -44,7 +44,7 @@ from scaocc_core.training.distributed import DistInfo, pick_device
 from scaocc_core.training.engine import train
 from scaocc_core.training.evaluate import NOISE_SEED, evaluate_model
 from scaocc_core.training.robustness import STANDARD, relative_drop
-from scaocc_core.training.synthdata import SynthSet, ensure_synthetic
+from scaocc_core.training.synthdata import SynthSet, cache_synthetic_frames, ensure_synthetic
 
 log = logging.getLogger(__name__)
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "config" / "model"
@@ -70,7 +70,7 @@ PRESETS: dict[str, AblationPreset] = {
         train_set=SynthSet(seed=0, preset="default", scenes=6, frames=6, val_scenes=2, height=128, width=352),
         hard_set=SynthSet(seed=100, preset="hard", scenes=2, frames=4, val_scenes=0, height=128, width=352),
         train=TrainConfig(steps=90, batch_size=1, lr=2e-3, warmup_steps=8, min_lr_ratio=0.05, amp="none",
-                          augment=False, num_workers=0, checkpoint_every=30, val_every=10_000, log_every=5),
+                          augment=False, num_workers=0, checkpoint_every=30, val_every=10_000, val_frames=2, log_every=5),
         eval_frames=6, consistency_frames=2,
     ),
     # Occ3D scale for users with a GPU (r50 configs, 256x704 images, 200x200x16 grid).
@@ -106,15 +106,16 @@ def evaluate_run(ckpt: Path, sets: dict[str, str], preset: AblationPreset, devic
     model, cfg = load_checkpoint(ckpt, device)
     out: dict[str, Any] = {}
     for name, (source, split) in {k: (v, "val" if k == "val" else "all") for k, v in sets.items()}.items():
-        clean = evaluate_model(model, OccDataset(source, split, cfg), device, preset.eval_frames,
+        clean_ds = cache_synthetic_frames(OccDataset(source, split, cfg))
+        clean = evaluate_model(model, clean_ds, device, preset.eval_frames,
                                desc=f"{name} clean").summary()
-        noisy_ds = OccDataset(source, split, cfg, camera_noise=STANDARD, noise_seed=NOISE_SEED)
+        noisy_ds = cache_synthetic_frames(OccDataset(source, split, cfg, camera_noise=STANDARD, noise_seed=NOISE_SEED))
         noisy = evaluate_model(model, noisy_ds, device, preset.eval_frames, desc=f"{name} noisy").summary()
         out[name] = {"clean": clean["miou"], "noisy": noisy["miou"],
                      "drop": relative_drop(clean["miou"], noisy["miou"]), "clean_iou": clean["iou"],
                      "per_class": clean["per_class"]}
     val_source = sets["val"]
-    out["consistency"] = consistency_score(model, OccDataset(val_source, "val", cfg), device,
+    out["consistency"] = consistency_score(model, cache_synthetic_frames(OccDataset(val_source, "val", cfg)), device,
                                            preset.consistency_frames)["mean"]
     return out
 

@@ -33,6 +33,7 @@ from scaocc_core.training.config import TrainConfig, lr_factor
 from scaocc_core.training.distributed import DistInfo, barrier
 from scaocc_core.training.evaluate import evaluate_model
 from scaocc_core.training.records import MetricsLog, plot_curves
+from scaocc_core.training.synthdata import cache_synthetic_frames
 
 log = logging.getLogger(__name__)
 
@@ -115,8 +116,9 @@ def train(model_cfg: ModelConfig, cfg: TrainConfig, data: str, run_dir: Path, in
     last = run_dir / LAST
     if last.exists() and not resume:
         raise FileExistsError(f"{run_dir} already holds a run ({last}); pass --resume or choose another --out")
-    train_ds = OccDataset(data, "train", model_cfg, augment=AugmentConfig() if cfg.augment else None, seed=cfg.seed)
-    val_ds = OccDataset(data, "val", model_cfg)
+    train_ds = cache_synthetic_frames(
+        OccDataset(data, "train", model_cfg, augment=AugmentConfig() if cfg.augment else None, seed=cfg.seed))
+    val_ds = cache_synthetic_frames(OccDataset(data, "val", model_cfg))
     if len(train_ds) < cfg.batch_size * info.world_size:
         raise ValueError(f"training split of {data} has {len(train_ds)} frames, fewer than batch_size "
                          f"{cfg.batch_size} x {info.world_size} processes")
@@ -143,7 +145,8 @@ def train(model_cfg: ModelConfig, cfg: TrainConfig, data: str, run_dir: Path, in
         epoch, offset = divmod(step, steps_per_epoch)
         train_ds.set_epoch(epoch)
         loader = DataLoader(train_ds, batch_sampler=epoch_batches(train_ds, cfg, info, epoch)[offset:],
-                            collate_fn=collate, num_workers=cfg.num_workers)
+                            collate_fn=collate, num_workers=cfg.num_workers,
+                            multiprocessing_context="spawn" if cfg.num_workers > 0 else None)
         for batch in loader:
             t0 = time.perf_counter()
             lr = cfg.lr * lr_factor(step, cfg)
