@@ -74,6 +74,7 @@ class Thresholds:
     calibration_deg: float
     calibration_m: float
     min_cameras: int
+    camera_timeout_s: float
 
 
 def _kv(key: str, value: object) -> KeyValue:
@@ -105,6 +106,10 @@ def _inputs(stats: NodeStats, sync: ApproximateTimeSync[object], now_ns: int, li
                                               f"extrinsics={stats.no_extrinsics[n]}"))
     present = len(stats.names) - len(missing)
     problems = []
+    last = max((q[-1] for q in stats.receive_ns.values() if q), default=None)
+    if last is None or now_ns - last > limits.camera_timeout_s * 1e9:
+        problems.append("no camera images" + ("" if last is None else f" for {(now_ns - last) / 1e9:.1f} s"))
+        present = 0
     if missing:
         problems.append(f"missing cameras (running without them): {', '.join(missing)}")
     if new_malformed:

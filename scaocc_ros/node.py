@@ -96,14 +96,13 @@ class OccNode(Node):
             raise StartupError(f"the model expects {self.predictor.num_cams} cameras, camera_names has "
                                f"{len(self.names)}: {self.names}")
         outputs.cubic_voxel_size(self.predictor.grid)
-        now = self._now_ns()
         self.sync: ApproximateTimeSync[CameraFrame] = ApproximateTimeSync(
             self.names, int(p.sync_slop_s * 1e9), p.sync_queue_size, int(p.camera_timeout_s * 1e9))
-        self.sync.mark_started(now)
         self.stats = NodeStats(self.names)
         self.stats.notes += notes
         self.undistorter = convert.Undistorter(p.distortion)
         self.intrinsics: dict[str, convert.Intrinsics] = {}
+        self.pending: dict[str, Image | CompressedImage] = {}  # newest image waiting for a first camera_info
         self.last_frame: dict[str, tuple[np.ndarray, np.ndarray, tuple[int, int]]] = {}  # K, T, hw
         self.tf_tree = StaticTransformTree()
         self._shown_classes: set[int] = set()
@@ -127,7 +126,6 @@ class OccNode(Node):
         self.pub_diag = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self.worker: LatestWorker[SyncedSet[CameraFrame]] = LatestWorker(self._infer, self._on_worker_error)
         self.create_timer(p.diagnostics_period_s, self.publish_diagnostics)
-        self.create_timer(min(0.1, p.camera_timeout_s / 4), self._check_timeouts)
         self.get_logger().info(f"occ_node ready: {len(self.names)} cameras ({p.image_transport}), model grid "
                                f"{self.predictor.grid.size}, backend {p.backend} on {p.device}"
                                + "".join(f"; {n}" for n in notes))
@@ -148,6 +146,9 @@ class OccNode(Node):
             self._malformed(cam, "camera_info", exc)
             return
         self.intrinsics[cam] = intr
+        pending = self.pending.pop(cam, None)
+        if pending is not None:  # its image came first (topics are not ordered among each other)
+            self._accept(cam, pending, self._now_ns())
 
     def _on_tf_static(self, msg: TFMessage) -> None:
         for t in msg.transforms:
@@ -179,10 +180,16 @@ class OccNode(Node):
             except convert.ConversionError as exc:
                 self._malformed(cam, "image", exc)
                 return
+        self._accept(cam, msg, now)
+
+    def _accept(self, cam: str, msg: Image | CompressedImage, now: int) -> None:
+        """Attach the calibration to a valid image and hand it to the synchroniser."""
         intr = self.intrinsics.get(cam)
         if intr is None:
-            self.stats.no_camera_info[cam] += 1
-            self.get_logger().warning(f"{cam}: no valid camera_info yet", throttle_duration_sec=LOG_THROTTLE_S)
+            if cam in self.pending:  # the older waiting image is given up
+                self.stats.no_camera_info[cam] += 1
+                self.get_logger().warning(f"{cam}: no valid camera_info yet", throttle_duration_sec=LOG_THROTTLE_S)
+            self.pending[cam] = msg
             return
         ego_T_cam = self._extrinsics(cam, intr.frame_id)
         if ego_T_cam is None:
@@ -190,11 +197,8 @@ class OccNode(Node):
             self.get_logger().warning(f"{cam}: no /tf_static chain {self.params.ego_frame} -> {intr.frame_id}",
                                       throttle_duration_sec=LOG_THROTTLE_S)
             return
+        stamp = Time.from_msg(msg.header.stamp).nanoseconds
         for s in self.sync.add(cam, stamp, CameraFrame(msg, intr, ego_T_cam), now):
-            self._submit(s)
-
-    def _check_timeouts(self) -> None:
-        for s in self.sync.check_timeouts(self._now_ns()):
             self._submit(s)
 
     def _submit(self, s: SyncedSet[CameraFrame]) -> None:
@@ -205,7 +209,7 @@ class OccNode(Node):
     def publish_diagnostics(self) -> None:
         """Publish one ``DiagnosticArray`` (called by the timer)."""
         p = self.params
-        limits = Thresholds(p.calibration_warn_deg, p.calibration_warn_m, p.min_cameras)
+        limits = Thresholds(p.calibration_warn_deg, p.calibration_warn_m, p.min_cameras, p.camera_timeout_s)
         msg = DiagnosticArray()
         msg.header.stamp = self.get_clock().now().to_msg()
         msg.status = diagnostic_statuses(self.stats, self.sync, self._now_ns(), limits)  # type: ignore[arg-type]

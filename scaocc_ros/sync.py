@@ -11,11 +11,14 @@ Robustness rules:
   **duplicate** (dropped, counted);
 - a message older than the last emitted message of its camera is **late** (dropped, counted);
 - a full queue drops its oldest message (**overflow**, counted);
-- a camera that sent nothing for ``timeout_ns`` (receive time) becomes **inactive**: sets are
-  then emitted without it (its slot is ``None``) until its next message makes it active again.
+- a camera that sent nothing for ``timeout_ns`` (receive time) while others did becomes
+  **inactive**: sets are then emitted without it (its slot is ``None``) until its next message
+  makes it active again. A camera never heard of counts from the first message of any camera.
+  Timeouts are relative to the other cameras' traffic, so a clock jump (simulated time
+  starting, a bag looping) or a pause of every camera never drops cameras by itself.
 
-Stamps and clocks are integer nanoseconds; callers pass ``now_ns`` explicitly, which keeps
-this module deterministic and testable.
+Stamps and receive times are integer nanoseconds passed in by the caller, which keeps this
+module deterministic and testable.
 """
 
 from __future__ import annotations
@@ -83,6 +86,8 @@ class ApproximateTimeSync(Generic[T]):
         self.timeout_ns = timeout_ns
         self._queues: dict[str, _Queue[T]] = {n: _Queue() for n in names}
         self.sets_emitted = 0
+        self._first_receive_ns: int | None = None
+        self._latest_receive_ns: int | None = None
 
     def stats(self, name: str) -> CameraSyncStats:
         """Counters of camera ``name``."""
@@ -103,20 +108,27 @@ class ApproximateTimeSync(Generic[T]):
         if name not in self._queues:
             raise KeyError(f"unknown camera {name!r}; expected one of {self.names}")
         q = self._queues[name]
+        latest = self._latest_receive_ns
+        if self.timeout_ns is not None and latest is not None and now_ns - latest > self.timeout_ns:
+            for other in self._queues.values():  # every camera paused: restart every timeout
+                other.last_receive_ns = now_ns
         q.stats.received += 1
         q.last_receive_ns = now_ns
-        if not q.active:
-            q.active = True
+        q.active = True
+        if self._first_receive_ns is None:
+            self._first_receive_ns = now_ns
+        self._latest_receive_ns = max(now_ns, self._latest_receive_ns or now_ns)
+        self._expire()
         if q.last_emitted_ns is not None and stamp_ns <= q.last_emitted_ns:
             if stamp_ns == q.last_emitted_ns:
                 q.stats.duplicates += 1
             else:
                 q.stats.late += 1
-            return []
+            return self._emit_all()  # the timeouts above may have completed a set
         pos = bisect.bisect_left(q.stamps, stamp_ns)
         if pos < len(q.stamps) and q.stamps[pos] == stamp_ns:
             q.stats.duplicates += 1
-            return []
+            return self._emit_all()
         q.stamps.insert(pos, stamp_ns)
         q.items.insert(pos, item)
         if len(q.stamps) > self.queue_size:
@@ -124,26 +136,17 @@ class ApproximateTimeSync(Generic[T]):
             q.stats.overflow += 1
         return self._emit_all()
 
-    def check_timeouts(self, now_ns: int) -> list[SyncedSet[T]]:
-        """Deactivate cameras silent for longer than the timeout; return sets this completes."""
-        if self.timeout_ns is None:
-            return []
-        changed = False
+    def _expire(self) -> None:
+        """Deactivate cameras silent for more than the timeout before the latest message."""
+        if self.timeout_ns is None or self._latest_receive_ns is None:
+            return
         for q in self._queues.values():
-            silent_since = q.last_receive_ns
-            if q.active and silent_since is not None and now_ns - silent_since > self.timeout_ns:
+            last = q.last_receive_ns if q.last_receive_ns is not None else self._first_receive_ns
+            if q.active and last is not None and self._latest_receive_ns - last > self.timeout_ns:
                 q.active = False
                 q.stats.unmatched += len(q.stamps)  # stale: a silent camera's queue is dropped
                 q.stamps.clear()
                 q.items.clear()
-                changed = True
-        return self._emit_all() if changed else []
-
-    def mark_started(self, now_ns: int) -> None:
-        """Start every camera's timeout clock at ``now_ns`` (cameras never heard of time out too)."""
-        for q in self._queues.values():
-            if q.last_receive_ns is None:
-                q.last_receive_ns = now_ns
 
     def _emit_all(self) -> list[SyncedSet[T]]:
         out: list[SyncedSet[T]] = []

@@ -72,26 +72,34 @@ def test_bounded_queue_drops_oldest() -> None:
 def test_missing_camera_times_out_and_recovers() -> None:
     sync: ApproximateTimeSync[str] = ApproximateTimeSync(["a", "b", "c"], slop_ns=0, queue_size=5,
                                                          timeout_ns=100 * MS)
-    sync.mark_started(0)
-    assert feed(sync, [("a", 10), ("b", 10)], now=10 * MS) == []
-    assert feed(sync, [("a", 20), ("b", 20)], now=90 * MS) == []
-    out = sync.check_timeouts(120 * MS)  # c silent since the start (> 100 ms); a, b for 30 ms
+    assert feed(sync, [("a", 10), ("b", 10)], now=10 * MS) == []  # c never heard of: wait
+    assert feed(sync, [("a", 20), ("b", 20)], now=90 * MS) == []  # 80 ms: still waiting
+    out = feed(sync, [("a", 30)], now=120 * MS)  # 110 ms after the first message: c times out
     assert sync.active() == [True, True, False]
     assert [s.items for s in out] == [["a@10", "b@10", None], ["a@20", "b@20", None]]
     assert [s.present for s in out] == [[True, True, False]] * 2 and out[1].stamp_ns == 20
-    out = feed(sync, [("c", 30)], now=170 * MS)  # c is back: sets wait for it again
-    assert out == [] and sync.active() == [True, True, True]
-    out = feed(sync, [("a", 30), ("b", 30)], now=180 * MS)
-    assert [s.present for s in out] == [[True, True, True]]
+    out = feed(sync, [("c", 40)], now=170 * MS)  # c is back: sets wait for it again
+    assert sync.active() == [True, True, True]
+    assert [s.stamps_ns for s in out] == []  # b has nothing near a@30 / c@40 yet
+    out = feed(sync, [("a", 40), ("b", 40)], now=180 * MS)
+    assert [s.stamps_ns for s in out] == [[40, 40, 40]]
+    assert sync.stats("a").unmatched == 1  # a@30 was overtaken
+
+
+def test_silence_of_every_camera_drops_nobody() -> None:
+    """Timeouts are relative to the other cameras' traffic: a global pause or clock jump is harmless."""
+    sync: ApproximateTimeSync[str] = ApproximateTimeSync(["a", "b"], slop_ns=0, queue_size=5, timeout_ns=5)
+    feed(sync, [("a", 1), ("b", 1)], now=1)
+    assert [s.present for s in feed(sync, [("a", 2), ("b", 2)], now=10**12)] == [[True, True]]
+    assert sync.active() == [True, True]
 
 
 def test_timeout_completes_a_waiting_set() -> None:
     sync: ApproximateTimeSync[str] = ApproximateTimeSync(["a", "b"], slop_ns=0, queue_size=5, timeout_ns=5)
-    sync.mark_started(0)
     feed(sync, [("a", 1), ("b", 1)], now=1)
-    assert feed(sync, [("a", 2)], now=8) == []  # b has been silent only since 1
-    out = sync.check_timeouts(8)  # 7 > 5: b times out, a@2 goes out alone
-    assert [s.items for s in out] == [["a@2", None]]
+    assert feed(sync, [("a", 2)], now=5) == []  # b silent for 4 <= 5
+    out = feed(sync, [("a", 2)], now=8)  # a duplicate, but it shows b silent for 7 > 5
+    assert [s.items for s in out] == [["a@2", None]] and sync.stats("a").duplicates == 1
 
 
 def test_bad_arguments_raise() -> None:
