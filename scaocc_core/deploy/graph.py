@@ -11,10 +11,11 @@ import torch
 from torch import Tensor, nn
 
 from scaocc_core.batch import CameraInputs
-from scaocc_core.model.causal_occ import CausalOcc
+from scaocc_core.model.causal_occ import CausalOcc, ModelOutput
 
 INPUT_NAMES = ("images", "intrinsics", "ego_T_cam", "post_rot", "post_tran", "camera_valid")
 OUTPUT_NAMES = ("labels", "confidence", "rotation_offsets", "translation_offsets")
+LOGITS_OUTPUT_NAMES = ("logits", "rotation_offsets", "translation_offsets")
 
 
 class InferenceGraph(nn.Module):
@@ -30,13 +31,32 @@ class InferenceGraph(nn.Module):
         super().__init__()
         self.model = model.eval()
 
-    def forward(self, images: Tensor, intrinsics: Tensor, ego_T_cam: Tensor, post_rot: Tensor,
-                post_tran: Tensor, camera_valid: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        """See the class docstring."""
+    def network(self, images: Tensor, intrinsics: Tensor, ego_T_cam: Tensor, post_rot: Tensor,
+                post_tran: Tensor, camera_valid: Tensor) -> ModelOutput:
+        """Run the model on the graph inputs (identity BEV augmentation)."""
         bda = torch.eye(4, dtype=intrinsics.dtype, device=intrinsics.device).expand(images.shape[0], 4, 4)
         inputs = CameraInputs(images, intrinsics, ego_T_cam, post_rot, post_tran, bda, camera_valid > 0.5)
-        out = self.model(inputs)
+        return self.model(inputs)
+
+    def forward(self, images: Tensor, intrinsics: Tensor, ego_T_cam: Tensor, post_rot: Tensor,
+                post_tran: Tensor, camera_valid: Tensor) -> tuple[Tensor, ...]:
+        """See the class docstring."""
+        out = self.network(images, intrinsics, ego_T_cam, post_rot, post_tran, camera_valid)
         prob = out.logits.float().softmax(dim=1)  # b K X Y Z
         conf, labels = prob.max(dim=1)
         confidence = torch.round(conf * 255.0).to(torch.uint8)
         return labels.to(torch.uint8), confidence, out.offsets.rotation, out.offsets.translation
+
+
+class LogitsGraph(InferenceGraph):
+    """Like :class:`InferenceGraph` but returns raw class logits ``1 K X Y Z`` (float32).
+
+    Outputs: logits, rotation offsets ``1 n 3``, translation offsets ``1 n 3``
+    (:data:`LOGITS_OUTPUT_NAMES`). Used by the export parity check.
+    """
+
+    def forward(self, images: Tensor, intrinsics: Tensor, ego_T_cam: Tensor, post_rot: Tensor,
+                post_tran: Tensor, camera_valid: Tensor) -> tuple[Tensor, ...]:
+        """See the class docstring."""
+        out = self.network(images, intrinsics, ego_T_cam, post_rot, post_tran, camera_valid)
+        return out.logits.float(), out.offsets.rotation, out.offsets.translation

@@ -1,0 +1,129 @@
+"""ONNX export: ONNX Runtime vs PyTorch parity, graph checks, metadata, the CLI."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from onnx import TensorProto, helper
+
+from scaocc_core.checkpoint import save_checkpoint
+from scaocc_core.config import GridConfig, ImageConfig, ModelConfig, load_config
+from scaocc_core.data.synthetic import SynthSpec, render_frame
+from scaocc_core.deploy import export
+from scaocc_core.deploy.graph import InferenceGraph, LogitsGraph
+from scaocc_core.deploy.onnx_model import read_metadata
+from scaocc_core.deploy.parity import rig_feeds, torch_outputs
+from scaocc_core.model.causal_occ import CausalOcc
+from scaocc_core.predictor import Predictor, PredictorInput
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def make_model(cfg: ModelConfig, seed: int = 0) -> CausalOcc:
+    """A random model whose camera-offset heads really move the geometry."""
+    torch.manual_seed(seed)
+    model = CausalOcc(cfg).eval()
+    assert model.offset_head is not None
+    for last in (model.offset_head.global_mlp[-1], model.offset_head.local[-1]):
+        torch.nn.init.normal_(last.weight, std=0.05)  # type: ignore[arg-type]
+        torch.nn.init.normal_(last.bias, std=0.05)  # type: ignore[arg-type]
+    return model
+
+
+def small_tiny() -> ModelConfig:
+    """scaocc_tiny with four cameras, smaller images and a coarser grid."""
+    cfg = load_config(ROOT / "config/model/scaocc_tiny.yaml")
+    return dataclasses.replace(
+        cfg, name="scaocc_tiny_small", image=ImageConfig(num_cams=4, height=64, width=176),
+        grid=GridConfig(lower=(-20.0, -20.0, -1.0), upper=(20.0, 20.0, 5.4), size=(40, 40, 8)),
+    ).validate()
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> tuple[CausalOcc, ModelConfig, Path]:
+    cfg = load_config(ROOT / "config/model/scaocc_tiny.yaml")
+    model = make_model(cfg)
+    path = export.export_model(model, cfg, tmp_path_factory.mktemp("onnx") / "tiny.onnx", outputs="logits")
+    return model, cfg, path
+
+
+def test_offsets_are_exercised(tiny: tuple[CausalOcc, ModelConfig, Path]) -> None:
+    model, cfg, _ = tiny
+    _, rotation, translation = torch_outputs(LogitsGraph(model), rig_feeds(cfg))
+    assert np.abs(rotation).max() > 1e-4 and np.abs(translation).max() > 1e-4
+
+
+def test_parity_random_inputs(tiny: tuple[CausalOcc, ModelConfig, Path]) -> None:
+    model, cfg, path = tiny
+    for seed in (1, 2):
+        report = export.onnx_parity(path, LogitsGraph(model), rig_feeds(cfg, seed=seed))
+        assert report.max_abs_diff < 1e-3, str(report)
+        assert report.argmax_agreement >= 0.999, str(report)
+        assert report.max_abs_offset_diff < 1e-5, str(report)
+
+
+def test_parity_synthetic_frame(tiny: tuple[CausalOcc, ModelConfig, Path]) -> None:
+    model, cfg, path = tiny
+    spec = SynthSpec(seed=3, scenes=1, frames=1, height=cfg.image.height, width=cfg.image.width, grid=cfg.grid)
+    frame = render_frame(spec, 0, 0)
+    predictor = Predictor(model, cfg)
+    feeds = predictor.preprocess(PredictorInput(list(frame.images), frame.intrinsics, frame.ego_T_cam,
+                                                np.ones(cfg.image.num_cams, dtype=bool)))
+    report = export.onnx_parity(path, LogitsGraph(model), feeds)
+    assert report.max_abs_diff < 1e-3, str(report)
+    assert report.argmax_agreement >= 0.999, str(report)
+
+
+def test_graph_and_metadata(tiny: tuple[CausalOcc, ModelConfig, Path]) -> None:
+    _, cfg, path = tiny
+    model = onnx.load(str(path))
+    ops = export.check_graph(model)
+    scatters = [n for n in model.graph.node if n.op_type == "ScatterND"]
+    assert scatters and all(helper.get_attribute_value(a) == b"add" for n in scatters for a in n.attribute
+                            if a.name == "reduction")
+    assert ops["BatchNormalization"] == 0  # folded into the convolutions
+    assert all(n.domain in ("", "ai.onnx") for n in model.graph.node)
+    meta = read_metadata(path)
+    assert meta.config == cfg and meta.outputs == "logits" and meta.precision == "fp32"
+    assert meta.grid.size == (100, 100, 8) and meta.class_names[17] == "free"
+    dims = [[d.dim_value for d in i.type.tensor_type.shape.dim] for i in model.graph.input]
+    assert dims[0] == [1, 6, 3, 128, 352]
+
+
+def test_check_graph_rejects_plain_scatter() -> None:
+    node = helper.make_node("ScatterElements", ["x", "i", "u"], ["y"], axis=0)
+    graph = helper.make_graph(
+        [node], "g", [helper.make_tensor_value_info(n, TensorProto.FLOAT, [4]) for n in ("x", "u")]
+        + [helper.make_tensor_value_info("i", TensorProto.INT64, [4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [4])])
+    with pytest.raises(export.ExportError, match="ScatterElements"):
+        export.check_graph(helper.make_model(graph))
+    node = helper.make_node("ScatterND", ["x", "i", "u"], ["y"])
+    graph.node[0].CopyFrom(node)
+    with pytest.raises(export.ExportError, match="reduction='none'"):
+        export.check_graph(helper.make_model(graph))
+
+
+def test_cli_fp16_labels(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    cfg = small_tiny()
+    model = make_model(cfg, seed=1)
+    ckpt = save_checkpoint(tmp_path / "small.pt", model, cfg)
+    parser = argparse.ArgumentParser()
+    export.add_arguments(parser)
+    args = parser.parse_args(["--checkpoint", str(ckpt), "--onnx", str(tmp_path / "small.onnx"), "--fp16"])
+    assert export.run(args) == 0
+    out = capsys.readouterr().out
+    assert "parity ONNX Runtime vs PyTorch" in out and "OK" in out
+    meta = read_metadata(tmp_path / "small.onnx")
+    assert meta.outputs == "labels" and meta.precision == "fp16" and meta.config.image.num_cams == 4
+    graph = onnx.load(str(tmp_path / "small.onnx")).graph
+    halves = [t for t in graph.initializer if t.data_type == TensorProto.FLOAT16]
+    assert len(halves) > 20  # the encoder / voxel-net convolution weights
+    report = export.onnx_parity(tmp_path / "small.onnx", InferenceGraph(model), rig_feeds(cfg, seed=5))
+    assert report.argmax_agreement >= 0.99 and report.max_abs_diff <= 3, str(report)
