@@ -209,7 +209,7 @@ def test_synthetic_source_parsing() -> None:
     got = (spec.scenes, spec.frames, spec.seed, spec.preset, spec.height, spec.width, val)
     assert got == (3, 2, 5, "easy", 64, 176, 1)
     for bad, msg in (("synthetic:scenes=2,colour=red", "unknown key"), ("synthetic:res=64", "res"),
-                     ("synthetic:scenes=2,val_scenes=2", "val_scenes"), ("synthetic:frames", "KEY=VALUE")):
+                     ("synthetic:scenes=2,val_scenes=3", "val_scenes"), ("synthetic:frames", "KEY=VALUE")):
         with pytest.raises(ValueError, match=msg):
             parse_synthetic_source(bad)
 
@@ -230,3 +230,23 @@ def test_synthetic_on_the_fly() -> None:
     assert again.targets.semantics is not None
     assert torch.equal(b.inputs.images, again.inputs.images)
     assert torch.equal(b.targets.semantics, again.targets.semantics)
+
+
+def test_written_synthetic_set_matches_on_the_fly(tmp_path: Path) -> None:
+    from scaocc_core.data.synthetic import write_dataset
+
+    spec, val_scenes = parse_synthetic_source(SYNTH)
+    write_dataset(tmp_path, spec, val_scenes)
+    cfg = AugmentConfig(bev_rot_deg=15.0)
+    from_disk = OccDataset(tmp_path, "val", CFG, augment=cfg, seed=9)
+    live = OccDataset(SYNTH, "val", CFG, augment=cfg, seed=9)
+    assert len(from_disk) == len(live) == 2
+    a, b = from_disk[1], live[1]
+    assert a.tokens == b.tokens
+    for name in ("images", "intrinsics", "ego_T_cam", "post_rot", "post_tran", "bda"):
+        assert torch.equal(getattr(a.inputs, name), getattr(b.inputs, name)), name
+    for name in ("semantics", "mask_camera", "mask_lidar", "sem2d", "depth2d"):
+        x, y = getattr(a.targets, name), getattr(b.targets, name)
+        assert x is not None and y is not None and torch.equal(x, y), name
+    freq = class_frequencies(from_disk, max_frames=2)
+    assert freq.sum() == int(sum(from_disk.labels(i).mask_camera.sum() for i in range(2)))  # type: ignore[union-attr]

@@ -92,8 +92,8 @@ def parse_synthetic_source(text: str) -> tuple[Any, int]:
         except ValueError as exc:
             raise ValueError(f"bad synthetic source item {item!r} in {text!r}: {exc}") from exc
     spec = SynthSpec(**kwargs)
-    if not 0 <= val_scenes < spec.scenes:
-        raise ValueError(f"val_scenes must be in 0..{spec.scenes - 1}, got {val_scenes}")
+    if not 0 <= val_scenes <= spec.scenes:
+        raise ValueError(f"val_scenes must be in 0..{spec.scenes}, got {val_scenes}")
     return spec, val_scenes
 
 
