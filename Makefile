@@ -49,7 +49,7 @@ COLCON_ARGS := --symlink-install --event-handlers console_direct- \
 	--cmake-args -DPython3_EXECUTABLE=$(CURDIR)/$(PY) -DBUILD_TESTING=OFF
 # Environment of everything that uses the built messages (tests, the node): the colcon
 # install prefix sourced on top of the venv.
-ROS_ENV := export COLCON_CURRENT_PREFIX=$(CURDIR)/install && source install/local_setup.sh
+ROS_ENV := source install/local_setup.bash
 
 ros-setup: $(ROS_STAMP) $(MSGS_STAMP)
 

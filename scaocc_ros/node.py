@@ -16,6 +16,13 @@ from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
+try:  # the interfaces built from msg/ by colcon (make setup)
+    import scaocc_msgs.msg  # noqa: F401
+    import tf2_msgs.msg  # noqa: F401
+except ImportError as exc:
+    raise ImportError(f"{exc.name} is not importable: build the interfaces with `make setup` and "
+                      "`source install/local_setup.bash`") from exc
+
 import numpy as np
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray

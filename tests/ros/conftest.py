@@ -59,3 +59,8 @@ def ros_context() -> Iterator[object]:
     rclpy.init(context=context)
     yield context
     rclpy.shutdown(context=context)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Silence a third-party deprecation (lark, loaded by rosidl_parser) that says nothing about us."""
+    config.addinivalue_line("filterwarnings", "ignore:module 'sre_:DeprecationWarning:lark.utils")
