@@ -1,0 +1,113 @@
+"""Predictor backends: ONNX Runtime equals torch, clear errors for missing/corrupt backends."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from scaocc_core.checkpoint import save_checkpoint
+from scaocc_core.config import ModelConfig
+from scaocc_core.deploy import backends
+from scaocc_core.deploy.graph import InferenceGraph
+from scaocc_core.deploy.onnx_model import OnnxModelError
+from scaocc_core.deploy.parity import ring_rig
+from scaocc_core.predictor import Predictor, PredictorError, PredictorInput
+from tests.test_export import make_model, small_tiny
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, ModelConfig]:
+    cfg = small_tiny()
+    path = save_checkpoint(tmp_path_factory.mktemp("ckpt") / "small.pt", make_model(cfg, seed=2), cfg)
+    return path, cfg
+
+
+def camera_input(cfg: ModelConfig, seed: int) -> PredictorInput:
+    """Random 225x400 images (resized by preprocess) on the ring rig."""
+    rng = np.random.default_rng(seed)
+    n = cfg.image.num_cams
+    K, T = ring_rig(n, (225, 400))
+    images = [rng.integers(0, 256, (225, 400, 3), dtype=np.uint8) for _ in range(n)]
+    return PredictorInput(images, K, T, np.ones(n, dtype=bool))
+
+
+def test_onnxruntime_equals_torch(checkpoint: tuple[Path, ModelConfig]) -> None:
+    path, cfg = checkpoint
+    ref = Predictor.from_checkpoint(path)
+    ort = backends.make_predictor(path, backend="onnxruntime", threads=1)
+    assert isinstance(ort, backends.EnginePredictor)
+    assert ort.grid == ref.grid and ort.class_names == ref.class_names and ort.image_hw == ref.image_hw
+    for seed in (0, 1):
+        inp = camera_input(cfg, seed)
+        a, b = ref.predict(inp), ort.predict(inp)
+        assert (a.labels == b.labels).mean() >= 0.999
+        assert np.abs(a.confidence.astype(int) - b.confidence.astype(int)).max() <= 1
+        np.testing.assert_allclose(a.translation_offsets, b.translation_offsets, atol=1e-6)
+        assert np.abs(a.rotation_offsets).max() > 1e-4  # the offsets path is live
+
+
+def test_onnx_cache_and_from_checkpoint(checkpoint: tuple[Path, ModelConfig]) -> None:
+    path, cfg = checkpoint
+    backends.make_predictor(path, backend="onnxruntime", threads=1)
+    cached = path.with_name("small.onnx")
+    assert cached.is_file()
+    stamp = cached.stat().st_mtime_ns
+    via_onnx = backends.make_predictor(cached, backend="onnxruntime", threads=1)  # metadata alone
+    via_predictor = Predictor.from_checkpoint(path, backend="onnxruntime")
+    assert cached.stat().st_mtime_ns == stamp  # reused, not re-exported
+    assert via_onnx.cfg == cfg and via_predictor.num_cams == cfg.image.num_cams
+    inp = camera_input(cfg, 3)
+    np.testing.assert_array_equal(via_onnx.predict(inp).labels, via_predictor.predict(inp).labels)
+
+
+def test_tensorrt_missing_is_clear(checkpoint: tuple[Path, ModelConfig], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "tensorrt", None)  # import tensorrt -> ImportError
+    with pytest.raises(backends.BackendUnavailable, match="needs the TensorRT 10 Python package"):
+        backends.make_predictor(checkpoint[0], device="cuda", backend="tensorrt")
+
+
+def test_corrupt_onnx_is_clear(tmp_path: Path) -> None:
+    bad = tmp_path / "broken.onnx"
+    bad.write_bytes(os.urandom(2048))
+    with pytest.raises(OnnxModelError, match="cannot read ONNX file .*broken.onnx"):
+        backends.make_predictor(bad, backend="onnxruntime")
+    with pytest.raises(PredictorError, match="not found"):
+        backends.make_predictor(tmp_path / "missing.onnx")
+    with pytest.raises(PredictorError, match="unknown backend"):
+        backends.make_predictor(bad, backend="openvino")
+
+
+def test_torch_options_checked(checkpoint: tuple[Path, ModelConfig]) -> None:
+    with pytest.raises(PredictorError, match="need a CUDA device"):
+        backends.make_predictor(checkpoint[0], backend="torch", precision="fp16")
+    with pytest.raises(PredictorError, match="needs a .pt checkpoint"):
+        backends.make_predictor(checkpoint[0].with_name("small.onnx"), backend="torch")
+
+
+def test_labels_from_logits_matches_graph() -> None:
+    logits = torch.randn(1, 18, 5, 4, 3) * 3
+    labels, conf = backends.labels_from_logits(logits.numpy())
+    prob = logits.softmax(dim=1)
+    top, arg = prob.max(dim=1)
+    np.testing.assert_array_equal(labels, arg.numpy())
+    assert np.abs(conf.astype(int) - torch.round(top * 255).numpy().astype(int)).max() <= 1
+
+
+def test_closed_form_inverse_mode(checkpoint: tuple[Path, ModelConfig]) -> None:
+    A = torch.randn(4, 3, 3) + 3 * torch.eye(3)
+    with backends._closed_form_inverse():
+        inv = torch.linalg.inv(A)
+    torch.testing.assert_close(inv, torch.linalg.inv(A), atol=1e-5, rtol=1e-5)
+    path, cfg = checkpoint
+    predictor = Predictor.from_checkpoint(path)
+    assert isinstance(predictor.graph, InferenceGraph)
+    feeds = predictor.preprocess(camera_input(cfg, 4))
+    plain = predictor.run(feeds)
+    with backends._closed_form_inverse():
+        closed = predictor.run(feeds)
+    assert (plain[0] == closed[0]).mean() >= 0.999
