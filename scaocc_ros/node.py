@@ -231,6 +231,10 @@ class OccNode(Node):
                 image = convert.compressed_to_rgb(frame.msg)
             else:
                 image = convert.image_to_rgb(frame.msg)
+            latest = self.intrinsics.get(cam)
+            if image.shape[:2] != frame.intrinsics.image_hw and latest is not None \
+                    and latest.image_hw == image.shape[:2]:
+                frame.intrinsics = latest  # resolution changed; the image overtook its camera_info
             convert.check_image_size(image, frame.intrinsics)
             return self.undistorter(image, frame.intrinsics)
         except convert.ConversionError as exc:

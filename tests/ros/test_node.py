@@ -61,9 +61,10 @@ class Car(Node):
             self.create_subscription(kind, f"/occ_node/{name}", self.received[name].append, 10)
         self.create_subscription(DiagnosticArray, "/diagnostics", self.received["diagnostics"].append, 10)
         self.rng = np.random.default_rng(0)
+        self.rig = RIG
 
     def info(self, i: int, stamp: Any) -> CameraInfo:
-        cam = RIG.cameras[i]
+        cam = self.rig.cameras[i]
         msg = CameraInfo(width=cam.width, height=cam.height, distortion_model="plumb_bob")
         msg.header.stamp, msg.header.frame_id = stamp, f"{CAMS[i]}_optical"
         msg.k = cam.K.ravel().tolist()
@@ -71,12 +72,13 @@ class Car(Node):
         return msg
 
     def image(self, stamp: Any) -> Image | CompressedImage:
-        rgb = self.rng.integers(0, 256, (90, 160, 3), dtype=np.uint8)
+        h, w = self.rig.cameras[0].height, self.rig.cameras[0].width
+        rgb = self.rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
         if self.compressed:
             msg = CompressedImage(format="jpeg")
             msg.data = cv2.imencode(".jpg", rgb)[1].tobytes()
         else:
-            msg = Image(height=90, width=160, encoding="rgb8", step=480)
+            msg = Image(height=h, width=w, encoding="rgb8", step=3 * w)
             msg.data = rgb.tobytes()
         msg.header.stamp = stamp
         return msg
@@ -260,6 +262,21 @@ def test_compressed_transport_and_undecodable_jpeg(make: Callable[..., Any]) -> 
     assert calls[-1].camera_valid.tolist() == [True, True, False, True, True, True]
     assert occ.stats.malformed["cam_front_right"]["decode"] == 1
     assert calls[-1].images[0].shape == (90, 160, 3)
+
+
+def test_resolution_change_updates_the_intrinsics(make: Callable[..., Any]) -> None:
+    occ, car, ex = make(camera_timeout_s=60.0)
+    calls = spy(occ)
+    car.publish(now_ns(occ))
+    until(ex, lambda: len(calls) == 1 and occ.worker.wait_idle(0.01))
+    car.rig = load_nuscenes_sample_rig().resized(180, 320)  # the drivers switch resolution
+    car.publish(now_ns(occ))
+    until(ex, lambda: len(calls) == 2)
+    assert calls[1].camera_valid.tolist() == [True] * 6
+    for i in range(6):
+        assert calls[1].images[i].shape == (180, 320, 3)
+        np.testing.assert_allclose(calls[1].intrinsics[i], car.rig.cameras[i].K)
+    assert sum(sum(c.values()) for c in occ.stats.malformed.values()) == 0
 
 
 def test_extrinsics_from_tf_static_chain(make: Callable[..., Any]) -> None:
