@@ -7,7 +7,8 @@ PIP := $(VENV)/bin/pip
 .PHONY: setup test lint typecheck pytest demo clean ros-setup ros-build
 
 # Creates .venv with torch==2.13.0 (CPU wheel) unless a torch is already importable in it
-# (on a CUDA machine the user's own torch is kept), then the rest of requirements.txt.
+# (on a CUDA machine the user's own torch is kept), then the rest of requirements.txt;
+# then ROS 2 and the interfaces of msg/ (ros-setup, below).
 setup: $(VENV)/.setup-done ros-setup
 
 $(VENV)/.setup-done: requirements.txt setup.py
