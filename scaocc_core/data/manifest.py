@@ -2,8 +2,9 @@
 
 A manifest lists frames; each frame names its Occ3D label file and, per camera, the image,
 the intrinsics ``intrinsics_K`` (img_T_cam, pixels of the stored image), ``ego_T_cam`` and
-optional 2D ground truth (semantic label PNG with 255 = no label, depth as ``.npy`` float32
-metres with 0 = no depth). Paths are relative to the manifest's directory unless absolute.
+optional 2D ground truth (semantic label PNG with 255 = no label; depth in float32 metres
+with 0 = no depth, as a dense ``.npy`` / ``.npz`` or a sparse ``.npz`` with ``shape``, ``v``,
+``u``, ``values`` as written for LiDAR-projected depth). Paths are relative to the manifest's directory unless absolute.
 
 Layout on disk::
 
