@@ -13,6 +13,8 @@ distribution (channel-grouped lifting; G = 1 is plain LSS). Two pooling modes:
 
 from __future__ import annotations
 
+import os
+
 import torch
 from torch import Tensor
 
@@ -91,8 +93,15 @@ def pool_soft(values: Tensor, coords: Tensor, size: tuple[int, int, int]) -> Ten
 def splat(depth: Tensor, context: Tensor, coords: Tensor, size: tuple[int, int, int], mode: str) -> Tensor:
     """Lift and pool: depth ``b n G D h w``, context ``b n C h w``, coords ``b n D h w 3``.
 
-    Returns voxel features ``b C X Y Z``.
+    Returns voxel features ``b C X Y Z``. Hard pooling on CUDA without gradients runs the
+    fused Triton kernel (:mod:`scaocc_core.deploy.pool_triton`, same values) unless
+    ``SCAOCC_FUSED_POOL=0``.
     """
+    if mode == "hard" and depth.is_cuda and not torch.is_grad_enabled() and os.environ.get("SCAOCC_FUSED_POOL") != "0":
+        from scaocc_core.deploy.pool_triton import pool_hard_fused, triton_available
+
+        if triton_available():
+            return pool_hard_fused(depth, context, coords, size)
     values = grouped_features(depth, context)  # b P C
     pts = coords.reshape(coords.shape[0], -1, 3)  # b (n D h w) 3
     if mode == "hard":
