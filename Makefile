@@ -77,3 +77,19 @@ $(MSGS_STAMP): $(ROS_STAMP) $(MSG_SOURCES)
 # colcon stops descending at the root package, hence the explicit base paths.
 ros-build: ros-setup
 	$(COLCON_ENV) && $(VENV)/bin/colcon build --base-paths . msg msg/tf2_msgs $(COLCON_ARGS)
+
+# ---------------------------------------------------------------------------------------
+# `make demo`: the synthetic car (`scaocc cameras`) and occ_node (`scaocc node`) as separate
+# processes over DDS on a private, localhost-only ROS domain; the outputs are recorded to
+# demo_out/outputs.mcap, with demo_out/{cameras_pred.png,bev.png,summary.json} (latency, rate,
+# mIoU vs the synthetic truth, which model ran). Uses models/scaocc_tiny.pt if it exists,
+# else random weights (said so). `make demo-nuscenes`: the real nuScenes sample frame through
+# the same node (JPEG CompressedImage + CameraInfo + /tf_static), into demo_out/nuscenes/.
+DEMO_ARGS ?= --frames 20 --rate 5
+.PHONY: demo-nuscenes
+
+demo: setup
+	$(ROS_ENV) && $(PY) -m scaocc_ros.demo --out demo_out $(DEMO_ARGS)
+
+demo-nuscenes: setup
+	$(ROS_ENV) && $(PY) -m scaocc_ros.demo --out demo_out --nuscenes

@@ -134,6 +134,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"scaocc cameras: no subscriber after {args.wait_subscribers} s on {node.waiting_for()}",
                   file=sys.stderr)
             return 1
+        spin_until(executor, lambda: False, 1.0 if args.wait_subscribers > 0 else 0.0)  # both ends matched
         node.start(args.rate)
         node.get_logger().info(f"publishing {len(frames)} frames of {len(node.cameras)} cameras at {args.rate} Hz"
                                + (" (JPEG)" if args.compressed else "") + (", looping" if args.loop else ""))

@@ -19,6 +19,11 @@ from types import TracebackType
 
 ROOT = Path(__file__).resolve().parents[1]
 INSTALL = ROOT / "install"
+#: Fast DDS transports for bursts of raw images on one machine (see the file's comment).
+FASTDDS_PROFILE = ROOT / "config" / "fastdds_localhost.xml"
+#: Variables a process must share with its children to be on their private domain.
+DOMAIN_VARIABLES = ("ROS_DOMAIN_ID", "ROS_AUTOMATIC_DISCOVERY_RANGE", "ROS_LOCALHOST_ONLY",
+                    "FASTDDS_DEFAULT_PROFILES_FILE")
 INTERFACE_PACKAGES = ("scaocc_msgs", "tf2_msgs")
 log = logging.getLogger(__name__)
 
@@ -34,7 +39,8 @@ def _prepend(env: dict[str, str], key: str, paths: list[str]) -> None:
 
 
 def ros_environment(domain_id: int, install: Path = INSTALL) -> dict[str, str]:
-    """``os.environ`` plus the interface packages of ``install`` and a private localhost domain."""
+    """``os.environ`` plus the interface packages of ``install``, a private localhost domain and
+    the localhost Fast DDS profile."""
     missing = [p for p in INTERFACE_PACKAGES if not (install / p).is_dir()]
     if missing:
         raise FileNotFoundError(f"ROS interfaces {missing} are not built in {install}: run `make setup`")
@@ -46,6 +52,7 @@ def ros_environment(domain_id: int, install: Path = INSTALL) -> dict[str, str]:
     env["ROS_DOMAIN_ID"] = str(domain_id)
     env["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
     env["ROS_LOCALHOST_ONLY"] = "1"  # pre-Jazzy spelling of the same
+    env.setdefault("FASTDDS_DEFAULT_PROFILES_FILE", str(FASTDDS_PROFILE))  # a user's own profile wins
     env["PYTHONUNBUFFERED"] = "1"
     return env
 

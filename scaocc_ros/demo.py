@@ -1,0 +1,266 @@
+"""``make demo``: the synthetic car and occ_node as separate processes over real DDS (localhost).
+
+``python -m scaocc_ros.demo [--frames 20 --rate 10 --out demo_out]`` starts ``scaocc
+node`` (extrinsics from ``/tf_static``) and ``scaocc cameras`` as child processes on a
+private ROS domain with localhost-only discovery, records the node's outputs (plus ground
+truth, TF, CameraInfo, diagnostics) to ``<out>/outputs.mcap`` with an in-process recorder,
+and writes ``<out>/cameras_pred.png`` (predicted voxels seen by each camera), ``<out>/bev.png``
+(prediction vs ground truth) and ``<out>/summary.json`` (frames in and out, latency p50/p95,
+output rate, mIoU against the synthetic truth, which model ran).
+
+``--nuscenes`` instead publishes the real nuScenes sample frame (six JPEGs as
+CompressedImage, CameraInfo, ``/tf_static`` from ``cam2ego``) to the node and writes
+``<out>/nuscenes/{cameras_pred.png,bev.png,summary.json}``.
+
+The model is ``models/scaocc_tiny.pt`` when it exists; otherwise the node runs randomly
+initialised weights of ``config/model/scaocc_tiny.yaml``, and the output says so.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import rclpy
+from rclpy.node import Node
+from rclpy.qos import qos_profile_sensor_data
+from sensor_msgs.msg import CameraInfo, CompressedImage
+from tf2_msgs.msg import TFMessage
+
+from scaocc_core.data.rig import NUSCENES_CAMERAS, default_sample_dir, load_nuscenes_sample_rig
+from scaocc_ros import synth_msgs as sm
+from scaocc_ros.bag_synth import BagWriter
+from scaocc_ros.cameras import LATCHED
+from scaocc_ros.demo_record import (
+    Recorder,
+    decode_images,
+    latency_stats,
+    node_diagnostics,
+    read_recording,
+    score,
+    write_pictures,
+)
+from scaocc_ros.processes import DOMAIN_VARIABLES, ROOT, ChildProcesses, free_domain_id, ros_environment, scaocc_command
+
+DEMO_CHECKPOINT = ROOT / "models" / "scaocc_tiny.pt"
+DEMO_CONFIG = ROOT / "config" / "model" / "scaocc_tiny.yaml"
+CAMERAS = [sm.ros_camera_name(n) for n in NUSCENES_CAMERAS]
+REAL_IMAGES_NOTE = ("a model trained on the synthetic world is not expected to be accurate on real nuScenes "
+                    "images: this run shows the real-message path (JPEG, CameraInfo, /tf_static), not accuracy")
+
+
+def model_choice(checkpoint: Path | None) -> tuple[list[str], dict[str, Any]]:
+    """Node arguments for the demo model, and its description for the summary."""
+    path = checkpoint if checkpoint is not None else DEMO_CHECKPOINT
+    if path.is_file():
+        return ["--model", str(path)], {"kind": "checkpoint", "path": str(path), "random_weights": False}
+    if checkpoint is not None:
+        raise FileNotFoundError(f"--checkpoint {checkpoint} not found")
+    return [], {"kind": "random_init", "config": str(DEMO_CONFIG.relative_to(ROOT)), "random_weights": True,
+                "note": f"{DEMO_CHECKPOINT.relative_to(ROOT)} does not exist: RANDOMLY INITIALISED weights, "
+                        "predictions are meaningless (the pipeline is what is demonstrated)"}
+
+
+def node_command(model_args: list[str], compressed: bool, extra: list[str]) -> list[str]:
+    """``scaocc node`` with the demo parameters (extrinsics from /tf_static)."""
+    ros = ["-p", "extrinsics_source:=tf", "-p", f"image_transport:={'compressed' if compressed else 'raw'}",
+           "-p", f"model_config:={DEMO_CONFIG}", *extra]
+    return scaocc_command("node", "--params", str(ROOT / "config" / "occ_node.yaml"), *model_args,
+                          "--ros-args", *ros)
+
+
+def spin_while(node: Node, children: ChildProcesses, keep_going: Any, timeout: float) -> bool:
+    """Spin ``node`` while ``keep_going()``; raises if a child fails; ``False`` on timeout."""
+    end = time.monotonic() + timeout
+    while keep_going():
+        if time.monotonic() > end:
+            return False
+        children.check_alive()
+        rclpy.spin_once(node, timeout_sec=0.05)
+    return True
+
+
+def run_synthetic(args: argparse.Namespace, children: ChildProcesses, out: Path) -> dict[str, Any]:
+    """The synthetic demo; returns the summary."""
+    model_args, model = model_choice(args.checkpoint)
+    bag_path = out / "outputs.mcap"
+    with BagWriter(bag_path, overwrite=True) as writer:
+        recorder = Recorder(writer, CAMERAS, args.compressed)
+        try:
+            children.start("node", node_command(model_args, args.compressed, []))
+            cams = ["cameras", "--frames", str(args.frames), "--rate", str(args.rate), "--seed", str(args.seed),
+                    "--preset", args.preset, "--resolution", args.resolution, "--wait-subscribers", "180"]
+            children.start("cameras", scaocc_command(*cams, *(["--compressed"] if args.compressed else [])))
+            cam_proc = children.procs["cameras"]
+            print(f"demo: rendering {args.frames} frames, starting the node ({model['kind']}) ...", flush=True)
+            if not spin_while(recorder, children, lambda: cam_proc.poll() is None, args.timeout):
+                raise TimeoutError(f"the camera publisher did not finish within {args.timeout} s")
+            last = [recorder.outputs_received(), time.monotonic()]
+
+            def still_arriving() -> bool:  # until no new output for drain_s (the node finishes its set)
+                if recorder.outputs_received() != last[0]:
+                    last[:] = [recorder.outputs_received(), time.monotonic()]
+                return time.monotonic() - last[1] < args.drain_s
+
+            spin_while(recorder, children, still_arriving, args.timeout)
+            images = dict(recorder.images)
+        finally:
+            children.stop_all()
+            recorder.destroy_node()
+    rec = read_recording(bag_path, CAMERAS)
+    metric, matched = score(rec)
+    pictures: list[Path] = []
+    shown = [s for s in sorted(rec.predictions) if s in images and len(images[s]) == len(CAMERAS)]
+    if shown:
+        pictures = write_pictures(rec, shown[-1], decode_images(images[shown[-1]], CAMERAS, args.compressed),
+                                  CAMERAS, out, "synthetic frame")
+    summary = {
+        "mode": "synthetic", "model": model,
+        "frames_in": rec.counts.get(sm.GROUND_TRUTH_TOPIC, 0), "frames_published": len(rec.predictions),
+        "camera_rate_hz": args.rate, "resolution": args.resolution, "compressed": args.compressed,
+        **latency_stats(rec), "scored_frames": len(matched), **metric.summary(),
+        "node_diagnostics": node_diagnostics(rec), "outputs_bag": str(bag_path),
+        "topics_recorded": rec.counts, "pictures": [str(p) for p in pictures],
+    }
+    return summary
+
+
+def publish_nuscenes(node: Node, sample_dir: Path, compressed_pubs: dict[str, Any], info_pubs: dict[str, Any],
+                     ) -> int:
+    """Publish the sample's six JPEGs and CameraInfos stamped now; returns the stamp."""
+    data = json.loads((sample_dir / "sample.json").read_text())
+    stamp = node.get_clock().now().nanoseconds
+    for cam, name in zip(CAMERAS, NUSCENES_CAMERAS):
+        c = data["cameras"][name]
+        info_pubs[cam].publish(sm.camera_info_msg(cam, np.asarray(c["intrinsics_K"]), c["height"], c["width"], stamp))
+        compressed_pubs[cam].publish(sm.compressed_msg(cam, (sample_dir / c["file"]).read_bytes(), stamp))
+    return stamp
+
+
+def run_nuscenes(args: argparse.Namespace, children: ChildProcesses, out: Path) -> dict[str, Any]:
+    """One real nuScenes frame through real messages; returns the summary."""
+    sample_dir = default_sample_dir()
+    rig = load_nuscenes_sample_rig(sample_dir)
+    model_args, model = model_choice(args.checkpoint)
+    bag_path = out / "outputs.mcap"
+    with BagWriter(bag_path, overwrite=True) as writer:
+        recorder = Recorder(writer, CAMERAS, compressed=True)
+        try:
+            static = recorder.create_publisher(TFMessage, "/tf_static", LATCHED)
+            static.publish(sm.tf_static_msg(CAMERAS, np.stack([c.ego_T_cam for c in rig.cameras]),
+                                            recorder.get_clock().now().nanoseconds))
+            images = {c: recorder.create_publisher(CompressedImage, sm.image_topic(c, True), qos_profile_sensor_data)
+                      for c in CAMERAS}
+            infos = {c: recorder.create_publisher(CameraInfo, sm.info_topic(c), qos_profile_sensor_data)
+                     for c in CAMERAS}
+            children.start("node", node_command(model_args, True, []))
+            print(f"demo --nuscenes: starting the node ({model['kind']}) ...", flush=True)
+            if not spin_while(recorder, children, lambda: any(p.get_subscription_count() == 0
+                                                              for p in images.values()), args.timeout):
+                raise TimeoutError(f"occ_node did not subscribe within {args.timeout} s")
+            spin_while(recorder, children, lambda: False, 0)
+            sent: list[int] = []
+            deadline = time.monotonic() + args.timeout
+            while recorder.outputs_received() == 0:  # resend once a second until the node answers
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"no occ_node output within {args.timeout} s")
+                sent.append(publish_nuscenes(recorder, sample_dir, images, infos))
+                spin_while(recorder, children, lambda: recorder.outputs_received() == 0, 1.0)
+            spin_while(recorder, children, lambda: False, 0)
+            raw = dict(recorder.images)
+        finally:
+            children.stop_all()
+            recorder.destroy_node()
+    rec = read_recording(bag_path, CAMERAS)
+    stamp = max(s for s in rec.predictions if s in raw)
+    pictures = write_pictures(rec, stamp, decode_images(raw[stamp], CAMERAS, True), CAMERAS, out,
+                              "nuScenes sample (real images)")
+    return {"mode": "nuscenes", "model": model, "note": REAL_IMAGES_NOTE, "sample_dir": str(sample_dir),
+            "sets_sent": len(sent), "frames_published": len(rec.predictions), **latency_stats(rec),
+            "node_diagnostics": node_diagnostics(rec), "outputs_bag": str(bag_path),
+            "pictures": [str(p) for p in pictures]}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Arguments of the demo."""
+    parser.add_argument("--out", type=Path, default=ROOT / "demo_out", help="output directory")
+    parser.add_argument("--frames", type=int, default=20, help="synthetic frames to publish")
+    parser.add_argument("--rate", type=float, default=5.0, help="camera rate (Hz)")
+    parser.add_argument("--seed", type=int, default=0, help="synthetic world seed")
+    parser.add_argument("--preset", default="default", help="synthetic preset")
+    parser.add_argument("--resolution", default="128x352", help="camera image size HxW")
+    parser.add_argument("--compressed", action="store_true", help="JPEG CompressedImage transport")
+    parser.add_argument("--checkpoint", type=Path, help=f"model (default {DEMO_CHECKPOINT.relative_to(ROOT)} "
+                                                        "if it exists, else random weights)")
+    parser.add_argument("--nuscenes", action="store_true", help="the real nuScenes sample frame instead")
+    parser.add_argument("--timeout", type=float, default=300.0, help="bound of every wait (s)")
+    parser.add_argument("--drain-s", type=float, default=8.0,
+                        help="after the last frame, stop when no output came for this long (s)")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the demo; prints where everything is. Returns the exit code."""
+    out = Path(args.out) / ("nuscenes" if args.nuscenes else "")
+    out.mkdir(parents=True, exist_ok=True)
+    domain = free_domain_id()
+    env = ros_environment(domain)
+    for key in DOMAIN_VARIABLES:
+        os.environ[key] = env[key]  # this process's recorder joins the same private domain
+    rclpy.init(args=["scaocc_demo"], domain_id=domain)
+    try:
+        with ChildProcesses(env, out / "logs") as children:
+            summary = (run_nuscenes if args.nuscenes else run_synthetic)(args, children, out)
+    except (TimeoutError, RuntimeError, FileNotFoundError) as exc:
+        print(f"demo failed: {exc}\n(child logs in {out / 'logs'})", file=sys.stderr)
+        return 1
+    finally:
+        rclpy.try_shutdown()
+    summary["ros_domain_id"] = domain
+    summary["logs"] = str(out / "logs")
+    (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
+    print_report(summary, out)
+    return 0
+
+
+def print_report(summary: dict[str, Any], out: Path) -> None:
+    """Human-readable lines of the summary."""
+    model = summary["model"]
+    print("=" * 72)
+    if model["random_weights"]:
+        print(f"MODEL: RANDOM WEIGHTS ({model['config']}) - {model['note']}")
+    else:
+        print(f"model: {model['path']}")
+    if "note" in summary:
+        print(f"NOTE: {summary['note']}")
+    if summary["mode"] == "synthetic":
+        print(f"frames in: {summary['frames_in']}, frames published by the node: {summary['frames_published']}")
+        print(f"mIoU vs synthetic ground truth ({summary['scored_frames']} frames): {100 * summary['miou']:.2f} %, "
+              f"geometric IoU {100 * summary['iou']:.2f} %")
+    else:
+        print(f"camera sets sent: {summary['sets_sent']}, outputs: {summary['frames_published']}")
+    p50, p95, rate = summary["latency_p50_ms"], summary["latency_p95_ms"], summary["output_rate_hz"]
+    print("latency (stamp -> voxels received): "
+          + (f"p50 {p50:.0f} ms, p95 {p95:.0f} ms" if p50 is not None else "n/a")
+          + (f"; output rate {rate:.2f} Hz" if rate else ""))
+    print(f"outputs bag: {summary['outputs_bag']}")
+    for p in summary["pictures"]:
+        print(f"picture: {p}")
+    print(f"summary: {out / 'summary.json'}\nlogs: {summary['logs']}")
+
+
+def main() -> None:
+    """``python -m scaocc_ros.demo``."""
+    parser = argparse.ArgumentParser(prog="scaocc_ros.demo", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_arguments(parser)
+    sys.exit(run(parser.parse_args()))
+
+
+if __name__ == "__main__":
+    main()
