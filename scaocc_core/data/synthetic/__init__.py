@@ -8,5 +8,6 @@ voxelises the same geometry into Occ3D ``semantics`` / ``mask_camera`` / ``mask_
 
 from scaocc_core.data.synthetic.frame import render_frame
 from scaocc_core.data.synthetic.spec import PRESETS, Preset, SynthFrame, SynthSpec
+from scaocc_core.data.synthetic.writer import write_dataset
 
-__all__ = ["PRESETS", "Preset", "SynthFrame", "SynthSpec", "render_frame"]
+__all__ = ["PRESETS", "Preset", "SynthFrame", "SynthSpec", "render_frame", "write_dataset"]

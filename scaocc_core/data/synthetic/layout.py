@@ -3,7 +3,9 @@ flat-ground raster (driveable surface, sidewalks with kerbs, other flat, terrain
 
 The flat ground is a global raster of ``RES`` metre cells holding the class id in the low
 four bits and lane paint in bits 4 and 5. Each flat class has a fixed top height
-(``FLAT_TOP``): sidewalks are raised 0.15 m above the road, so their edges are kerbs.
+(``FLAT_TOP``): the road is at 0 (the ego's ground) and everything beside it is raised
+0.2 m, so road edges are kerbs. (0.2 m is also the Occ3D voxel boundary above the road
+layer, so a raised surface never hides behind a road voxel in the ground truth.)
 """
 
 from __future__ import annotations
@@ -21,8 +23,8 @@ RES = 0.1  # raster cell edge in metres
 DS = 1.0  # road centreline sampling in metres
 #: top height of every flat class (indexed by class id, 16 entries)
 FLAT_TOP = np.zeros(16, np.float64)
-FLAT_TOP[[ROAD, OTHER_FLAT, SIDEWALK, TERRAIN]] = (0.0, 0.02, 0.15, 0.05)
-FLAT_MAX = 0.15
+FLAT_TOP[[ROAD, OTHER_FLAT, SIDEWALK, TERRAIN]] = (0.0, 0.2, 0.2, 0.2)
+FLAT_MAX = 0.2
 
 
 @dataclass

@@ -8,7 +8,7 @@ import math
 import numpy as np
 
 from scaocc_core.data.synthetic import shapes as S
-from scaocc_core.data.synthetic.layout import OTHER_FLAT, RES, ROAD, SIDEWALK, TERRAIN, Layout, Road
+from scaocc_core.data.synthetic.layout import FLAT_TOP, OTHER_FLAT, RES, ROAD, SIDEWALK, TERRAIN, Layout, Road
 from scaocc_core.data.synthetic.prims import PrimBuilder
 from scaocc_core.data.synthetic.spec import Preset
 
@@ -68,9 +68,13 @@ class World:
         self.next_inst = 1
 
     def placer(self, x: float, y: float, yaw: float) -> S.Placer:
-        """A placer for a new instance."""
+        """A placer for a new instance standing on the flat ground at ``(x, y)``."""
         self.next_inst += 1
-        return S.Placer(self.b, x, y, yaw, self.next_inst)
+        return S.Placer(self.b, x, y, yaw, self.next_inst, self.ground(x, y))
+
+    def ground(self, x: float, y: float) -> float:
+        """Height of the flat ground at ``(x, y)``."""
+        return float(FLAT_TOP[self.layout.classes_at(np.array([x]), np.array([y]))[0]])
 
     def try_place(self, x: float, y: float, yaw: float, length: float, width: float,
                   allowed: tuple[int, ...], margin: float = 0.3) -> S.Placer | None:
@@ -112,7 +116,7 @@ class World:
             x, y, h = road_point(road, s, side * (hw + 0.65))
             p = self.try_place(x, y, h, 0.4, 0.4, kerb)
             if p:
-                S.street_light(S.Placer(self.b, x, y, h + yaw_off, p.inst), rng)
+                S.street_light(S.Placer(self.b, x, y, h + yaw_off, p.inst, p.z), rng)
             s += float(rng.uniform(22, 40))
         tree_row = sw >= 2.4 and rng.random() < 0.6
         s = float(rng.uniform(0, 10))
@@ -199,7 +203,7 @@ class World:
             if rng.random() < 0.6:
                 p = self.try_place(x, y, yaw, 3.0, 3.0, (TERRAIN,))
                 if p:
-                    S.tree(S.Placer(self.b, x, y, yaw, p.inst), rng)
+                    S.tree(S.Placer(self.b, x, y, yaw, p.inst, p.z), rng)
             else:
                 size = float(rng.uniform(1.0, 3.0))
                 p = self.try_place(x, y, yaw, size, size, (TERRAIN,))

@@ -15,6 +15,7 @@ from numba import njit
 INF = np.inf
 EPS = 1e-6
 TERRAIN_CODE = 14
+KERB = 64  # cell-code bit: the hit is a kerb face
 
 
 @njit(cache=True)
@@ -189,7 +190,10 @@ def trace_objects(kind: np.ndarray, geo: np.ndarray, start: np.ndarray, items: n
 def trace_flat(raster: np.ndarray, rx0: float, ry0: float, res: float, flat_top: np.ndarray, flat_max: float,
                ox: float, oy: float, oz: float, dx: float, dy: float, dz: float,
                tmax: float) -> tuple[float, int, float, float, float]:
-    """Hit on the flat-ground raster (tops and kerb faces): ``(t, cell code, nx, ny, nz)``."""
+    """Hit on the flat-ground raster (tops and kerb faces): ``(t, cell code, nx, ny, nz)``.
+
+    For a kerb face the code is the class in front of the face plus the ``KERB`` bit.
+    """
     if dz >= -1e-12:
         return INF, 0, 0.0, 0.0, 0.0
     t = max(0.0, (flat_max - oz) / dz)
@@ -204,17 +208,21 @@ def trace_flat(raster: np.ndarray, rx0: float, ry0: float, res: float, flat_top:
     tj += t
     ny_, nx_ = raster.shape
     axis = -1
+    prev = TERRAIN_CODE
     for _ in range(1000000):
         code = raster[j, i] if (0 <= i < nx_ and 0 <= j < ny_) else TERRAIN_CODE
         h = flat_top[code & 15]
         if oz + t * dz <= h + 1e-9:  # entered through a kerb face
             if t >= tmax:
                 break
+            if axis == -1:
+                return t, code, 0.0, 0.0, 1.0
+            # The face is reported with the class of the cell in front of it (bit 6 marks a
+            # kerb face): the 0.4 m Occ3D voxels put the face into the road layer before it.
             if axis == 0:
-                return t, code, -float(si), 0.0, 0.0
-            if axis == 1:
-                return t, code, 0.0, -float(sj), 0.0
-            return t, code, 0.0, 0.0, 1.0
+                return t, prev | KERB, -float(si), 0.0, 0.0
+            return t, prev | KERB, 0.0, -float(sj), 0.0
+        prev = code & 15
         t_exit = min(ti, tj)
         th = (h - oz) / dz
         if th <= t_exit:

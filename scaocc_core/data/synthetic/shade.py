@@ -156,7 +156,10 @@ def _render_row(row: int, origins: np.ndarray, rays: np.ndarray, objects: tuple,
             else:
                 t, nx, ny, nz = tf, fnx, fny, fnz
                 hx, hy, hz = ox + t * dx, oy + t * dy, oz + t * dz
-                r, g, b = flat_albedo(code, flat_color, hx, hy, light[16], seed)
+                if code & 64:  # kerb stone
+                    r, g, b = 0.3 * (1 + light[16] * fbm(3 * hx, 3 * hy, 3 * hz, seed)), 0.3, 0.29
+                else:
+                    r, g, b = flat_albedo(code, flat_color, hx, hy, light[16], seed)
                 sem[cam, v, u] = code & 15
             depth[cam, v, u] = t
             lam = nx * light[0] + ny * light[1] + nz * light[2]

@@ -30,10 +30,13 @@ def jitter(rng: np.random.Generator, color: Color, amount: float = 0.15) -> Colo
 
 
 class Placer:
-    """Adds primitives given in an object's frame (x forward, y left, z up) to a builder."""
+    """Adds primitives given in an object's frame (x forward, y left, z up) to a builder.
 
-    def __init__(self, b: PrimBuilder, x: float, y: float, yaw: float, inst: int) -> None:
-        self.b, self.x, self.y, self.yaw, self.inst = b, x, y, yaw, inst
+    The object's ground is at height ``z`` (e.g. on a raised sidewalk).
+    """
+
+    def __init__(self, b: PrimBuilder, x: float, y: float, yaw: float, inst: int, z: float = 0.0) -> None:
+        self.b, self.x, self.y, self.yaw, self.inst, self.z = b, x, y, yaw, inst, z
         self.c, self.s = math.cos(yaw), math.sin(yaw)
 
     def _at(self, lx: float, ly: float) -> tuple[float, float]:
@@ -42,17 +45,19 @@ class Placer:
     def box(self, lx: float, ly: float, z0: float, z1: float, length: float, width: float, cls: int,
             color: Color, pattern: int = PLAIN, dyaw: float = 0.0) -> None:
         """A box centred at ``(lx, ly)`` in the object frame."""
-        self.b.box(*self._at(lx, ly), z0, z1, length, width, self.yaw + dyaw, cls, color, self.inst, pattern)
+        self.b.box(*self._at(lx, ly), z0 + self.z, z1 + self.z, length, width, self.yaw + dyaw, cls, color,
+                   self.inst, pattern)
 
     def cone(self, lx: float, ly: float, z0: float, z1: float, r0: float, r1: float, cls: int,
              color: Color, pattern: int = PLAIN) -> None:
         """A vertical (truncated) cone or cylinder."""
-        self.b.cone(*self._at(lx, ly), z0, z1, r0, r1, cls, color, self.inst, pattern)
+        self.b.cone(*self._at(lx, ly), z0 + self.z, z1 + self.z, r0, r1, cls, color, self.inst, pattern)
 
     def ellipsoid(self, lx: float, ly: float, z0: float, z1: float, length: float, width: float, cls: int,
                   color: Color, pattern: int = PLAIN) -> None:
         """An ellipsoid filling ``length`` x ``width`` x ``[z0, z1]``."""
-        self.b.ellipsoid(*self._at(lx, ly), z0, z1, length, width, self.yaw, cls, color, self.inst, pattern)
+        self.b.ellipsoid(*self._at(lx, ly), z0 + self.z, z1 + self.z, length, width, self.yaw, cls, color,
+                         self.inst, pattern)
 
 
 def _wheels(p: Placer, length: float, width: float, cls: int, radius: float, rear_only: bool = False) -> None:
@@ -67,7 +72,7 @@ def car(p: Placer, rng: np.random.Generator) -> float:
     paint = jitter(rng, CAR_PAINT[int(rng.integers(len(CAR_PAINT)))], 0.1)
     _wheels(p, length, width, CAR, 0.32)
     p.box(0.0, 0.0, 0.3, 0.55 * height + 0.1, length, width, CAR, paint)
-    p.box(-0.08 * length, 0.0, 0.55 * height + 0.1, height, 0.55 * length, 0.88 * width, CAR, GLASS_COLOR, GLASS)
+    p.box(-0.06 * length, 0.0, 0.55 * height + 0.1, height, 0.68 * length, 0.94 * width, CAR, GLASS_COLOR, GLASS)
     return float(length)
 
 
@@ -196,14 +201,14 @@ def street_light(p: Placer, rng: np.random.Generator) -> None:
     """A lamp post whose arm reaches over the road (to the object's left)."""
     height = rng.uniform(6.0, 9.0)
     grey = jitter(rng, (0.25, 0.25, 0.26), 0.2)
-    p.cone(0.0, 0.0, 0.0, height, 0.16, 0.1, MANMADE, grey)
+    p.cone(0.0, 0.0, 0.0, height, 0.2, 0.14, MANMADE, grey)
     p.box(0.0, 1.0, height - 0.2, height, 0.15, 2.2, MANMADE, grey)
 
 
 def sign_post(p: Placer, rng: np.random.Generator, traffic_light: bool) -> None:
     """A traffic sign or a traffic light on a post."""
     height = rng.uniform(2.5, 3.2) if not traffic_light else rng.uniform(4.0, 5.0)
-    p.cone(0.0, 0.0, 0.0, height, 0.1, 0.09, MANMADE, (0.3, 0.3, 0.3))
+    p.cone(0.0, 0.0, 0.0, height, 0.14, 0.12, MANMADE, (0.3, 0.3, 0.3))
     if traffic_light:
         p.box(0.0, 0.0, height - 1.0, height, 0.35, 0.35, MANMADE, (0.03, 0.03, 0.03))
     else:
@@ -216,7 +221,14 @@ def building(p: Placer, rng: np.random.Generator, length: float, depth: float) -
     height = float(rng.choice([rng.uniform(4, 8), rng.uniform(8, 16), rng.uniform(16, 35)], p=[0.35, 0.45, 0.2]))
     facade = jitter(rng, [(0.55, 0.5, 0.42), (0.4, 0.4, 0.4), (0.35, 0.15, 0.09), (0.7, 0.7, 0.68),
                           (0.45, 0.38, 0.3)][int(rng.integers(5))], 0.12)
-    p.box(0.0, 0.0, 0.0, height, length, depth, MANMADE, facade, FACADE)
+    # A shell (walls, floor, roof) rather than a solid block: like Occ3D, whose labels come
+    # from observed surfaces, the inside of a building is free space.
+    t = 0.5
+    for side in (1.0, -1.0):
+        p.box(side * (length - t) / 2, 0.0, 0.0, height, t, depth, MANMADE, facade, FACADE)
+        p.box(0.0, side * (depth - t) / 2, 0.0, height, length - 2 * t, t, MANMADE, facade, FACADE)
+    p.box(0.0, 0.0, 0.0, 0.2, length - 2 * t, depth - 2 * t, MANMADE, facade)
+    p.box(0.0, 0.0, height - t, height, length - 2 * t, depth - 2 * t, MANMADE, facade)
     if rng.random() < 0.4:
         p.box(0.0, 0.0, height, height + rng.uniform(0.8, 2.5), length * 0.4, depth * 0.4, MANMADE, facade)
 

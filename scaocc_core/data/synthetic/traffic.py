@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from scaocc_core.data.synthetic import shapes as S
-from scaocc_core.data.synthetic.layout import ROAD, Path, Road
+from scaocc_core.data.synthetic.layout import FLAT_TOP, ROAD, SIDEWALK, Path, Road
 from scaocc_core.data.synthetic.placement import World, road_point
 from scaocc_core.data.synthetic.prims import PrimBuilder, Prims
 
@@ -54,11 +54,13 @@ class TrafficBuilder:
         self.s0: list[float] = []
         self.speed: list[float] = []
 
-    def agent(self, path: Path, s: float, speed: float, build: Callable[[S.Placer], object]) -> float:
-        """Add one agent built by ``build``, centred lengthwise on its path point; returns its length."""
+    def agent(self, path: Path, s: float, speed: float, build: Callable[[S.Placer], object],
+              ground: float = 0.0) -> float:
+        """Add one agent built by ``build`` (standing at height ``ground``), centred lengthwise on
+        its path point; returns its length."""
         n = len(self.b)
         self.world.next_inst += 1
-        build(S.Placer(self.b, 0.0, 0.0, 0.0, self.world.next_inst))
+        build(S.Placer(self.b, 0.0, 0.0, 0.0, self.world.next_inst, ground))
         length = self.b.recentre_x(n)
         self.owner += [len(self.paths)] * (len(self.b) - n)
         self.paths.append(path)
@@ -215,5 +217,5 @@ def _pedestrians(tb: TrafficBuilder, road: Road, ego_lane: Path, ego_s0: float, 
                 speed = float(rng.uniform(0.8, 1.6)) if rng.random() < 0.75 else 0.0
                 start = path.length - s if reverse else s
                 for m in range(int(rng.integers(1, 4)) if speed > 0 else 1):
-                    tb.agent(path, start - 0.8 * m, speed, lambda p: S.pedestrian(p, rng))
+                    tb.agent(path, start - 0.8 * m, speed, lambda p: S.pedestrian(p, rng), float(FLAT_TOP[SIDEWALK]))
             s += float(rng.uniform(6, 25)) / preset.pedestrian_density

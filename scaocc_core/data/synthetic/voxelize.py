@@ -19,8 +19,8 @@ from scaocc_core.data.synthetic.layout import FLAT_TOP, RES, Layout
 from scaocc_core.data.synthetic.prims import Prims
 
 SUB = 4  # samples per voxel edge
-GROUND_SKIN = 0.1  # metres of solid ground below the surface
-OCCUPIED_SAMPLES = 7  # of 64
+GROUND_SKIN = 0.2  # metres of solid ground below the surface
+OCCUPIED_SAMPLES = 16  # of 64
 NUM_SOLID = 17
 FREE = 17
 LIDAR_ORIGIN = (0.94, 0.0, 1.84)  # ego frame, like nuScenes LIDAR_TOP
