@@ -42,8 +42,9 @@ class InferenceGraph(nn.Module):
                 post_tran: Tensor, camera_valid: Tensor) -> tuple[Tensor, ...]:
         """See the class docstring."""
         out = self.network(images, intrinsics, ego_T_cam, post_rot, post_tran, camera_valid)
-        prob = out.logits.float().softmax(dim=1)  # b K X Y Z
-        conf, labels = prob.max(dim=1)
+        logits = out.logits.float()  # b K X Y Z
+        top, labels = logits.max(dim=1)  # b X Y Z
+        conf = 1.0 / torch.exp(logits - top[:, None]).sum(dim=1)  # max softmax probability, b X Y Z
         confidence = torch.round(conf * 255.0).to(torch.uint8)
         return labels.to(torch.uint8), confidence, out.offsets.rotation, out.offsets.translation
 

@@ -23,9 +23,10 @@ def grouped_features(depth: Tensor, context: Tensor) -> Tensor:
     """Outer product per group: ``b n G D h w`` x ``b n C h w`` -> ``b (n D h w) C``."""
     b, n, G, D, h, w = depth.shape
     C = context.shape[2]
-    ctx = context.view(b, n, G, 1, C // G, h, w)  # b n G 1 C/G h w
-    vals = depth[:, :, :, :, None] * ctx  # b n G D C/G h w
-    vals = vals.permute(0, 1, 3, 5, 6, 2, 4)  # b n D h w G C/G
+    # Multiply straight into the output layout: only the small factors are permuted.
+    dep = depth.permute(0, 1, 3, 4, 5, 2)[..., None]  # b n D h w G 1
+    ctx = context.view(b, n, G, C // G, h, w).permute(0, 1, 4, 5, 2, 3)[:, :, None]  # b n 1 h w G C/G
+    vals = dep * ctx  # b n D h w G C/G
     return vals.reshape(b, n * D * h * w, C)  # b P C
 
 
