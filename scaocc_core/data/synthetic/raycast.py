@@ -154,7 +154,7 @@ def trace_objects(kind: np.ndarray, geo: np.ndarray, start: np.ndarray, items: n
                   any_hit: bool) -> tuple[float, int, float, float, float]:
     """Nearest primitive hit before ``tmax``: ``(t, index, nx, ny, nz)``, index -1 if none.
 
-    Cells whose contents lie entirely below a rising ray are skipped, and a rising ray stops
+    Cells whose contents lie entirely below the ray's path through them are skipped, and a rising ray stops
     above ``ztop_all`` (the highest point of any primitive).
     """
     fx, fy = (ox - bx0) / cell, (oy - by0) / cell
@@ -165,7 +165,9 @@ def trace_objects(kind: np.ndarray, geo: np.ndarray, start: np.ndarray, items: n
     t_enter = 0.0
     while 0 <= i < n and 0 <= j < n:
         c = i * n + j
-        first = start[c + 1] if dz > 0 and oz + dz * t_enter > cell_top[c] else start[c]
+        t_exit = min(ti, tj)
+        lowest = oz + dz * (t_enter if dz > 0 else min(t_exit, best))  # lowest point of the ray in this cell
+        first = start[c + 1] if lowest > cell_top[c] else start[c]
         for q in range(first, start[c + 1]):
             p = items[q]
             t, nx, ny, nz = intersect(kind[p], geo[p], ox, oy, oz, dx, dy, dz, best)
@@ -173,7 +175,6 @@ def trace_objects(kind: np.ndarray, geo: np.ndarray, start: np.ndarray, items: n
                 best, idx, bnx, bny, bnz = t, p, nx, ny, nz
                 if any_hit:
                     return best, idx, bnx, bny, bnz
-        t_exit = min(ti, tj)
         if best <= t_exit or t_exit >= tmax or (dz > 0 and oz + dz * t_exit > ztop_all):
             break
         t_enter = t_exit

@@ -52,6 +52,24 @@ def value_noise(x: float, y: float, z: float, seed: int) -> float:
 
 
 @njit(cache=True)
+def value_noise2(x: float, y: float, seed: int) -> float:
+    """Smooth 2D value noise in [0, 1) on the unit lattice."""
+    ix, iy = math.floor(x), math.floor(y)
+    fx, fy = x - ix, y - iy
+    fx, fy = fx * fx * (3 - 2 * fx), fy * fy * (3 - 2 * fy)
+    i, j = int(ix), int(iy)
+    a = _hash(i, j, 0, seed) * (1 - fx) + _hash(i + 1, j, 0, seed) * fx
+    b = _hash(i, j + 1, 0, seed) * (1 - fx) + _hash(i + 1, j + 1, 0, seed) * fx
+    return a * (1 - fy) + b * fy
+
+
+@njit(cache=True)
+def fbm2(x: float, y: float, seed: int) -> float:
+    """Two octaves of 2D value noise, centred on 0."""
+    return 0.65 * value_noise2(x, y, seed) + 0.35 * value_noise2(2.1 * x, 2.1 * y, seed + 7) - 0.5
+
+
+@njit(cache=True)
 def fbm(x: float, y: float, z: float, seed: int) -> float:
     """Two octaves of value noise, centred on 0 (range about -0.5..0.5)."""
     return 0.65 * value_noise(x, y, z, seed) + 0.35 * value_noise(2.1 * x, 2.1 * y, 2.1 * z, seed + 7) - 0.5
@@ -70,7 +88,7 @@ def object_albedo(p: int, geo: np.ndarray, color: np.ndarray, inst: np.ndarray, 
     px, py = hx - geo[p, 0], hy - geo[p, 1]
     lx, ly = c * px + s * py, -s * px + c * py
     seed = int(inst[p])
-    n = fbm(2.0 * lx, 2.0 * ly, 2.0 * hz, seed) + 0.5 * fbm(9.0 * lx, 9.0 * ly, 9.0 * hz, seed + 3)
+    n = fbm(3.0 * lx, 3.0 * ly, 3.0 * hz, seed)
     r, g, b = color[p, 0], color[p, 1], color[p, 2]
     pat = pattern[p]
     if pat == 1:  # facade windows
@@ -97,11 +115,11 @@ def flat_albedo(code: int, flat_color: np.ndarray, hx: float, hy: float, amp: fl
         k = 16
     elif code & 32:
         k = 17
-    patch = fbm(0.15 * hx, 0.15 * hy, 0.5 * k, seed)
-    grain = fbm(4.0 * hx, 4.0 * hy, 0.5 * k, seed + 11)
+    patch = fbm2(0.15 * hx, 0.15 * hy, seed + k)
+    grain = value_noise2(4.0 * hx, 4.0 * hy, seed + 11 + k) - 0.5
     f = max(0.05, 1.0 + amp * (2.5 * patch + 1.5 * grain))
     if k == 14:  # terrain: mix grass and soil
-        m = min(1.0, max(0.0, 0.5 + 2.0 * fbm(0.3 * hx, 0.3 * hy, 3.0, seed + 5)))
+        m = min(1.0, max(0.0, 0.5 + 2.0 * (value_noise2(0.3 * hx, 0.3 * hy, seed + 5) - 0.5)))
         return f * (flat_color[k, 0] * m + 0.16 * (1 - m)), f * (flat_color[k, 1] * m + 0.11 * (1 - m)), \
             f * (flat_color[k, 2] * m + 0.06 * (1 - m))
     return flat_color[k, 0] * f, flat_color[k, 1] * f, flat_color[k, 2] * f
