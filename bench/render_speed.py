@@ -78,8 +78,8 @@ def main() -> None:
     rows.append(("GT semantics (voxelise)", median_ms(vox, args.frames)))
     gt = vox(0)
     rows.append(("mask_lidar", median_ms(lambda i: lidar_mask(gt, base.grid), args.frames)))  # type: ignore[arg-type]
-    F.PARALLEL = True
-    rows.append(("render_frame 128x352 (all of it)",
+    F.PARALLEL = False
+    rows.append(("render_frame 128x352 (all of it, serial)",
                  median_ms(lambda i: F.render_frame(base, 0, i % base.frames), args.frames)))
     print(f"scene generation (once per scene, cached): {gen_ms:.0f} ms")
     print(f"{'stage (median per frame)':<42}{'wall ms':>9}{'cpu ms':>9}{'wall/step':>11}")

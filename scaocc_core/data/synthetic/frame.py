@@ -16,8 +16,9 @@ from scaocc_core.data.synthetic.spec import SynthFrame, SynthSpec, frame_token, 
 from scaocc_core.data.synthetic.voxelize import camera_mask, lidar_mask, voxelize
 
 BUCKET = 4.0  # metres per bucket-grid cell
-#: ``SCAOCC_SYNTH_THREADS=1`` renders on one thread (e.g. inside forked DataLoader workers).
-PARALLEL = os.environ.get("SCAOCC_SYNTH_THREADS", "") != "1"
+#: Rendering runs on one thread unless ``SCAOCC_SYNTH_PARALLEL=1``: on-the-fly data comes from
+#: several DataLoader worker processes already, and numba's threads are not safe across fork.
+PARALLEL = os.environ.get("SCAOCC_SYNTH_PARALLEL", "") == "1"
 
 
 def planar_transform(x: float, y: float, yaw: float) -> np.ndarray:
