@@ -116,6 +116,8 @@ def train(model_cfg: ModelConfig, cfg: TrainConfig, data: str, run_dir: Path, in
     last = run_dir / LAST
     if last.exists() and not resume:
         raise FileExistsError(f"{run_dir} already holds a run ({last}); pass --resume or choose another --out")
+    if info.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
     train_ds = cache_synthetic_frames(
         OccDataset(data, "train", model_cfg, augment=AugmentConfig() if cfg.augment else None, seed=cfg.seed))
     val_ds = cache_synthetic_frames(OccDataset(data, "val", model_cfg))

@@ -55,7 +55,7 @@ def ensure_synthetic(spec: SynthSet, root: Path) -> Path | str:
     s = synthetic.SynthSpec(seed=spec.seed, scenes=spec.scenes, frames=spec.frames, preset=spec.preset,
                             height=spec.height, width=spec.width)
     log.info("writing synthetic world %s", out)
-    writer(s, out, val_scenes=spec.val_scenes)
+    writer(out, s, val_scenes=spec.val_scenes)
     return out
 
 
