@@ -12,6 +12,7 @@ import logging
 import shutil
 import time
 from pathlib import Path
+from typing import Final, Literal
 
 from rosbags.interfaces import Connection
 from rosbags.rosbag2 import StoragePlugin, Writer
@@ -21,7 +22,7 @@ from scaocc_ros import synth_msgs as sm
 from scaocc_ros.synth_msgs import add_world_arguments, render_all, spec_from_args
 
 log = logging.getLogger(__name__)
-BAG_VERSION = 9  # rosbag2 metadata version of Jazzy and Kilted
+BAG_VERSION: Final[Literal[9]] = 9  # rosbag2 metadata version of Jazzy and Kilted
 
 
 class BagWriter:

@@ -26,6 +26,7 @@ import rclpy
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from rclpy.timer import Timer
 from scaocc_msgs.msg import SemanticVoxelGrid
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from tf2_msgs.msg import TFMessage
@@ -75,7 +76,7 @@ class SyntheticCameras(Node):
         self.index = 0
         self.published = 0
         self.done = False
-        self.timer = None
+        self.timer: Timer | None = None
 
     def _now_ns(self) -> int:
         return self.get_clock().now().nanoseconds

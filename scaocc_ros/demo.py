@@ -23,6 +23,7 @@ import json
 import os
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +56,14 @@ REAL_IMAGES_NOTE = ("a model trained on the synthetic world is not expected to b
                     "images: this run shows the real-message path (JPEG, CameraInfo, /tf_static), not accuracy")
 
 
+def display_path(path: Path) -> str:
+    """``path`` relative to the repository when inside it (for messages)."""
+    try:
+        return str(path.relative_to(ROOT))
+    except ValueError:
+        return str(path)
+
+
 def model_choice(checkpoint: Path | None) -> tuple[list[str], dict[str, Any]]:
     """Node arguments for the demo model, and its description for the summary."""
     path = checkpoint if checkpoint is not None else DEMO_CHECKPOINT
@@ -62,8 +71,8 @@ def model_choice(checkpoint: Path | None) -> tuple[list[str], dict[str, Any]]:
         return ["--model", str(path)], {"kind": "checkpoint", "path": str(path), "random_weights": False}
     if checkpoint is not None:
         raise FileNotFoundError(f"--checkpoint {checkpoint} not found")
-    return [], {"kind": "random_init", "config": str(DEMO_CONFIG.relative_to(ROOT)), "random_weights": True,
-                "note": f"{DEMO_CHECKPOINT.relative_to(ROOT)} does not exist: RANDOMLY INITIALISED weights, "
+    return [], {"kind": "random_init", "config": display_path(DEMO_CONFIG), "random_weights": True,
+                "note": f"{display_path(DEMO_CHECKPOINT)} does not exist: RANDOMLY INITIALISED weights, "
                         "predictions are meaningless (the pipeline is what is demonstrated)"}
 
 
@@ -75,7 +84,7 @@ def node_command(model_args: list[str], compressed: bool, extra: list[str]) -> l
                           "--ros-args", *ros)
 
 
-def spin_while(node: Node, children: ChildProcesses, keep_going: Any, timeout: float) -> bool:
+def spin_while(node: Node, children: ChildProcesses, keep_going: Callable[[], bool], timeout: float) -> bool:
     """Spin ``node`` while ``keep_going()``; raises if a child fails; ``False`` on timeout."""
     end = time.monotonic() + timeout
     while keep_going():
@@ -164,7 +173,7 @@ def run_nuscenes(args: argparse.Namespace, children: ChildProcesses, out: Path) 
             if not spin_while(recorder, children, lambda: any(p.get_subscription_count() == 0
                                                               for p in images.values()), args.timeout):
                 raise TimeoutError(f"occ_node did not subscribe within {args.timeout} s")
-            spin_while(recorder, children, lambda: False, 0)
+            spin_while(recorder, children, lambda: True, 1.0)  # both ends of every topic matched
             sent: list[int] = []
             deadline = time.monotonic() + args.timeout
             while recorder.outputs_received() == 0:  # resend once a second until the node answers
@@ -172,13 +181,16 @@ def run_nuscenes(args: argparse.Namespace, children: ChildProcesses, out: Path) 
                     raise TimeoutError(f"no occ_node output within {args.timeout} s")
                 sent.append(publish_nuscenes(recorder, sample_dir, images, infos))
                 spin_while(recorder, children, lambda: recorder.outputs_received() == 0, 1.0)
-            spin_while(recorder, children, lambda: False, 0)
+            spin_while(recorder, children, lambda: True, 1.0)  # the other outputs of that set
             raw = dict(recorder.images)
         finally:
             children.stop_all()
             recorder.destroy_node()
     rec = read_recording(bag_path, CAMERAS)
-    stamp = max(s for s in rec.predictions if s in raw)
+    answered = [s for s in rec.predictions if s in raw and len(raw[s]) == len(CAMERAS)]
+    if not answered:
+        raise RuntimeError("the recorder did not receive the camera images of any answered set")
+    stamp = max(answered)
     pictures = write_pictures(rec, stamp, decode_images(raw[stamp], CAMERAS, True), CAMERAS, out,
                               "nuScenes sample (real images)")
     return {"mode": "nuscenes", "model": model, "note": REAL_IMAGES_NOTE, "sample_dir": str(sample_dir),
@@ -196,7 +208,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--preset", default="default", help="synthetic preset")
     parser.add_argument("--resolution", default="128x352", help="camera image size HxW")
     parser.add_argument("--compressed", action="store_true", help="JPEG CompressedImage transport")
-    parser.add_argument("--checkpoint", type=Path, help=f"model (default {DEMO_CHECKPOINT.relative_to(ROOT)} "
+    parser.add_argument("--checkpoint", type=Path, help=f"model (default {display_path(DEMO_CHECKPOINT)} "
                                                         "if it exists, else random weights)")
     parser.add_argument("--nuscenes", action="store_true", help="the real nuScenes sample frame instead")
     parser.add_argument("--timeout", type=float, default=300.0, help="bound of every wait (s)")

@@ -129,7 +129,7 @@ def read_recording(bag: Path, cameras: list[str]) -> Recording:
             rec.counts[conn.topic] = rec.counts.get(conn.topic, 0) + 1
             if conn.topic in OUTPUTS and conn.topic != f"{NODE}/voxels":
                 continue
-            msg = reader.deserialize(raw, conn.msgtype)
+            msg: Any = reader.deserialize(raw, conn.msgtype)
             if conn.topic == f"{NODE}/voxels":
                 rec.predictions[_stamp_ns(msg)] = msg
                 rec.receive_ns[_stamp_ns(msg)] = log_time

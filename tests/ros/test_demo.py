@@ -1,0 +1,88 @@
+"""The demo: model choice (random weights said so), scoring against the truth, and a short run."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from std_msgs.msg import Header
+
+from scaocc_core.checkpoint import save_checkpoint
+from scaocc_core.config import GridConfig, ImageConfig, load_config
+from scaocc_core.data.labels import OccLabels, downsample_labels
+from scaocc_core.grid import CLASS_NAMES, FREE
+from scaocc_core.model.causal_occ import CausalOcc
+from scaocc_core.predictor import Prediction
+from scaocc_ros import demo, outputs
+from scaocc_ros import synth_msgs as sm
+from scaocc_ros.demo_record import Recording, grid_of, latency_stats, score
+from scaocc_ros.processes import ROOT, free_domain_id, ros_environment
+
+OCC3D = GridConfig()
+MODEL_GRID = GridConfig(size=(100, 100, 8))
+
+
+def test_model_choice_says_random_weights(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(demo, "DEMO_CHECKPOINT", tmp_path / "absent.pt")
+    args, model = demo.model_choice(None)
+    assert args == [] and model["random_weights"] and "RANDOMLY INITIALISED" in model["note"]
+    ckpt = tmp_path / "present.pt"
+    ckpt.write_bytes(b"x")
+    monkeypatch.setattr(demo, "DEMO_CHECKPOINT", ckpt)
+    assert demo.model_choice(None) == (["--model", str(ckpt)], {"kind": "checkpoint", "path": str(ckpt),
+                                                                 "random_weights": False})
+    with pytest.raises(FileNotFoundError, match="not found"):
+        demo.model_choice(tmp_path / "missing.pt")
+
+
+def _prediction_msg(labels: np.ndarray, stamp: int) -> object:
+    pred = Prediction(labels, np.zeros_like(labels), np.zeros((6, 3)), np.zeros((6, 3)))
+    return outputs.voxel_grid_msg(pred, MODEL_GRID, CLASS_NAMES, Header(stamp=sm.stamp_msg(stamp)))
+
+
+def test_score_compares_on_the_model_grid_by_stamp() -> None:
+    rng = np.random.default_rng(0)
+    sem = np.full(OCC3D.size, FREE, np.uint8)
+    sem[:, :, :2] = 11  # road
+    sem[rng.random(OCC3D.size) < 0.02] = 4  # cars
+    visible = rng.random(OCC3D.size) < 0.7
+    truth = downsample_labels(OccLabels(sem, visible, visible), (2, 2, 2)).semantics
+    rec = Recording()
+    rec.truths = {1: sm.ground_truth_msg(sem, visible, OCC3D, 1), 2: sm.ground_truth_msg(sem, visible, OCC3D, 2)}
+    rec.predictions = {1: _prediction_msg(truth, 1), 3: _prediction_msg(truth, 3)}  # stamp 3 has no truth
+    rec.receive_ns = {1: 1 + 250_000_000, 3: 3 + 450_000_000}
+    assert grid_of(rec.truths[1]) == OCC3D and grid_of(rec.predictions[1]) == MODEL_GRID
+    metric, matched = score(rec)
+    assert matched == [1] and metric.summary()["miou"] == pytest.approx(1.0)
+    rec.predictions[1] = _prediction_msg(np.full(MODEL_GRID.size, FREE, np.uint8), 1)
+    metric, _ = score(rec)
+    assert metric.summary()["miou"] == 0.0 and metric.summary()["iou"] == 0.0
+    stats = latency_stats(rec)
+    assert stats["latency_p50_ms"] == pytest.approx(350.0) and stats["latency_p95_ms"] == pytest.approx(440.0)
+
+
+def test_short_demo_run(tmp_path: Path) -> None:
+    cfg = load_config(ROOT / "config" / "model" / "scaocc_tiny.yaml")
+    cfg = dataclasses.replace(cfg, image=ImageConfig(6, 64, 176), grid=GridConfig(size=(50, 50, 4))).validate()
+    torch.manual_seed(0)
+    ckpt = save_checkpoint(tmp_path / "micro.pt", CausalOcc(cfg), cfg)
+    out = tmp_path / "demo_out"
+    cmd = [sys.executable, "-m", "scaocc_ros.demo", "--out", str(out), "--frames", "3", "--rate", "4",
+           "--resolution", "64x176", "--checkpoint", str(ckpt), "--drain-s", "3", "--timeout", "90"]
+    run = subprocess.run(cmd, env=ros_environment(free_domain_id()), capture_output=True, text=True, timeout=150)
+    assert run.returncode == 0, run.stdout + run.stderr
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["model"] == {"kind": "checkpoint", "path": str(ckpt), "random_weights": False}
+    assert summary["frames_in"] == 3 and 1 <= summary["frames_published"] <= 3
+    assert summary["scored_frames"] == summary["frames_published"] and 0.0 <= summary["miou"] <= 1.0
+    assert summary["latency_p50_ms"] > 0 and summary["latency_p95_ms"] >= summary["latency_p50_ms"]
+    assert summary["topics_recorded"]["/occ_node/points"] == summary["frames_published"]
+    for name in ("cameras_pred.png", "bev.png", "outputs.mcap"):
+        assert (out / name).stat().st_size > 0, name
+    assert str(out / "bev.png") in run.stdout and "model: " + str(ckpt) in run.stdout
