@@ -73,8 +73,13 @@ class BagPlayer(Node):
         self.pubs[topic].publish(data)
 
 
-def play(bag: Path, rate: float, loop: bool, topics: list[str] | None, start_delay: float) -> int:
-    """Replay ``bag``; returns the number of messages published."""
+def play(bag: Path, rate: float, loop: bool, topics: list[str] | None, start_delay: float,
+         wait_for: list[str] | None = None, wait_timeout: float = 60.0) -> int:
+    """Replay ``bag``; returns the number of messages published.
+
+    Playback starts after ``start_delay`` seconds, and once every topic of ``wait_for`` has a
+    subscriber (at most ``wait_timeout`` seconds, then :class:`BagPlayError`).
+    """
     if not rate > 0:
         raise BagPlayError(f"--rate must be positive, got {rate}")
     published = 0
@@ -84,8 +89,14 @@ def play(bag: Path, rate: float, loop: bool, topics: list[str] | None, start_del
             raise BagPlayError(f"{bag}: nothing to play (topics {sorted({c.topic for c in reader.connections})})")
         node = BagPlayer(conns)
         try:
-            end = time.monotonic() + start_delay  # let subscribers discover the publishers
-            while time.monotonic() < end:
+            unknown = sorted(set(wait_for or []) - set(node.pubs) - {"/clock"})
+            if unknown:
+                raise BagPlayError(f"--wait-for topics {unknown} are not played")
+            pubs = [node.clock if t == "/clock" else node.pubs[t] for t in wait_for or []]
+            end, give_up = time.monotonic() + start_delay, time.monotonic() + wait_timeout
+            while time.monotonic() < end or any(p.get_subscription_count() == 0 for p in pubs):
+                if time.monotonic() > give_up:
+                    raise BagPlayError(f"no subscriber on {[p.topic_name for p in pubs]} after {wait_timeout} s")
                 rclpy.spin_once(node, timeout_sec=0.05)
             while True:
                 wall0, bag0 = time.monotonic(), None
@@ -114,6 +125,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--topics", nargs="+", help="only these topics")
     parser.add_argument("--start-delay", type=float, default=1.0,
                         help="seconds to wait for subscribers to discover the publishers")
+    parser.add_argument("--wait-for", nargs="+", metavar="TOPIC",
+                        help="also wait (up to 60 s) until these topics have a subscriber")
     parser.add_argument("--ros-args", dest="ros_args", nargs=argparse.REMAINDER, default=[],
                         help="ROS arguments (remappings...)")
 
@@ -122,7 +135,7 @@ def run(args: argparse.Namespace) -> int:
     """Entry point of ``scaocc bag play``."""
     rclpy.init(args=["bag_player", "--ros-args", *args.ros_args])
     try:
-        n = play(args.bag, args.rate, args.loop, args.topics, args.start_delay)
+        n = play(args.bag, args.rate, args.loop, args.topics, args.start_delay, args.wait_for)
         print(f"played {n} messages from {args.bag}")
     except (BagPlayError, FileNotFoundError) as exc:
         print(f"scaocc bag play: {exc}", file=sys.stderr)

@@ -133,10 +133,11 @@ def test_play_publishes_the_recorded_messages_and_clock(synth_bag: Path, tmp_pat
         ex = SingleThreadedExecutor(context=ctx)
         ex.add_node(node)
         with ChildProcesses(ros_environment(domain), tmp_path / "logs") as children:
-            children.start("play", scaocc_command("bag", "play", str(synth_bag), "--rate", "2", "--start-delay", "2"))
+            children.start("play", scaocc_command("bag", "play", str(synth_bag), "--rate", "2", "--start-delay",
+                                                  "1", "--wait-for", "/cam_back/image", "/clock", "/tf_static"))
             end = time.monotonic() + 60
             while children.procs["play"].poll() is None or len(received["image"]) < FRAMES:
-                assert time.monotonic() < end, children.log_tail("play")
+                assert time.monotonic() < end, (children.log_tail("play"), {k: len(v) for k, v in received.items()})
                 children.check_alive()
                 ex.spin_once(timeout_sec=0.05)
         with AnyReader([synth_bag], default_typestore=ros_types.typestore()) as reader:

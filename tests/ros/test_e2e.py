@@ -108,8 +108,10 @@ def test_cameras_feed_the_node_across_processes(domain: tuple[int, Context], tmp
     received_images = set.union(*listener.image_stamps.values())
     assert received_images <= published
     assert listener.complete()
+    # outputs carry the stamp of their input images (images are best effort: some may not reach this listener)
+    assert any(s in received_images for s in listener.complete())
     for s in listener.complete():
-        assert s in published and s in received_images  # outputs carry the stamp of their input images
+        assert s in published
         grid = listener.outputs["voxels"][s]
         assert (grid.size_x, grid.size_y, grid.size_z) == (50, 50, 4) and len(grid.labels) == 50 * 50 * 4
         assert grid.header.frame_id == "base_link"
