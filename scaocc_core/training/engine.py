@@ -68,6 +68,7 @@ class TrainResult:
     final_checkpoint: Path
     mean_step_time_s: float
     train_seconds: float
+    model: CausalOcc
     val_history: list[tuple[int, float]] = field(default_factory=list)
 
 
@@ -137,7 +138,9 @@ def train(model_cfg: ModelConfig, cfg: TrainConfig, data: str, run_dir: Path, in
         log.info("resuming %s at step %d", run_dir, step)
     runner: nn.Module = TrainStep(model, OccupancyLoss(model_cfg.loss, model_cfg.depth, weights), dtype)
     if info.distributed:
-        runner = DistributedDataParallel(runner, device_ids=[device.index] if device.type == "cuda" else None)
+        # Unused-parameter detection: e.g. a stride-8 encoder never runs ResNet layer4.
+        runner = DistributedDataParallel(runner, device_ids=[device.index] if device.type == "cuda" else None,
+                                         find_unused_parameters=True)
     records = MetricsLog(run_dir, resume_step=step) if info.is_main else None
     steps_per_epoch = len(epoch_batches(train_ds, cfg, info, 0))
     val_history: list[tuple[int, float]] = []
@@ -196,7 +199,7 @@ def train(model_cfg: ModelConfig, cfg: TrainConfig, data: str, run_dir: Path, in
         save_checkpoint(final, model, model_cfg, meta=meta)
     barrier(info)
     mean_dt = sum(step_times[1:]) / max(len(step_times) - 1, 1) if step_times else 0.0
-    return TrainResult(run_dir, step, final, mean_dt, train_seconds, val_history)
+    return TrainResult(run_dir, step, final, mean_dt, train_seconds, model, val_history)
 
 
 def _save(run_dir: Path, model: CausalOcc, model_cfg: ModelConfig, cfg: TrainConfig, optimizer: torch.optim.Optimizer,
