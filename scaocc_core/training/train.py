@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
+import shlex
 import sys
 from pathlib import Path
 
@@ -63,6 +64,7 @@ def run(args: argparse.Namespace) -> int:
         if info.is_main:
             args.out.mkdir(parents=True, exist_ok=True)
             (args.out / "model.yaml").write_text(args.config.read_text())
+            (args.out / "command.txt").write_text(" ".join(shlex.quote(a) for a in sys.argv) + "\n")
         result = train(model_cfg, cfg, args.data, args.out, info, resume=args.resume, progress=not args.no_progress)
     finally:
         cleanup(info)
