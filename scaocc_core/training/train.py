@@ -27,6 +27,7 @@ from scaocc_core.training.distributed import cleanup, setup
 from scaocc_core.training.engine import train
 
 log = logging.getLogger(__name__)
+DEFAULT_TRAIN_CONFIG = Path(__file__).resolve().parents[2] / "config" / "train" / "cpu.yaml"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -35,7 +36,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", required=True, help="manifest directory or synthetic:scenes=8,frames=10,...")
     parser.add_argument("--out", required=True, type=Path, help="run directory (checkpoints, metrics.csv, curves.png)")
     parser.add_argument("--train-config", type=Path, default=None,
-                        help="training YAML (config/train/*.yaml); default: config/train/cpu.yaml values")
+                        help="training YAML (config/train/*.yaml); default: config/train/cpu.yaml")
     parser.add_argument("--steps", type=int, default=None, help="override the number of optimiser steps")
     parser.add_argument("--seed", type=int, default=None, help="override the run seed")
     parser.add_argument("--resume", action="store_true", help="continue from RUN_DIR/last.pt if it exists")
@@ -44,10 +45,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def resolve_train_config(path: Path | None, steps: int | None = None, seed: int | None = None) -> TrainConfig:
-    """The training config from ``path`` (or defaults) with command-line overrides applied."""
-    cfg = load_train_config(path) if path is not None else TrainConfig(steps=600, lr=1.5e-3, warmup_steps=20,
-                                                                     amp="none", checkpoint_every=100,
-                                                                     val_every=200, val_frames=8)
+    """The training config from ``path`` (default: ``config/train/cpu.yaml``) with overrides applied."""
+    if path is None and DEFAULT_TRAIN_CONFIG.is_file():
+        path = DEFAULT_TRAIN_CONFIG
+    cfg = load_train_config(path) if path is not None else TrainConfig()
     if steps is not None:
         cfg = dataclasses.replace(cfg, steps=steps)
     if seed is not None:
