@@ -31,6 +31,7 @@ from scaocc_core.data.dataset import OccDataset
 from scaocc_core.grid import CLASS_NAMES
 from scaocc_core.model.causal_occ import CausalOcc
 from scaocc_core.training.evaluate import frame_indices
+from scaocc_core.training.synthdata import cache_synthetic_frames
 
 
 def consistency_score(model: CausalOcc, dataset: OccDataset, device: torch.device, max_frames: int = 0,
@@ -87,7 +88,7 @@ def run(args: argparse.Namespace) -> int:
     checkpoints = [("baseline", args.checkpoint_baseline)] if args.checkpoint_baseline else []
     for label, path in [*checkpoints, ("model", args.checkpoint)]:
         model, cfg = load_checkpoint(path, args.device)
-        dataset = OccDataset(args.data, args.split, cfg)
+        dataset = cache_synthetic_frames(OccDataset(args.data, args.split, cfg))
         results[f"{label}:{cfg.name}"[:13]] = consistency_score(model, dataset, torch.device(args.device),
                                                                  args.max_frames)
     print("share of causal attention on same-class pixels (%)")

@@ -27,6 +27,7 @@ from scaocc_core.data.noise import CameraNoise
 from scaocc_core.metrics import OccMetric
 from scaocc_core.model.causal_occ import CausalOcc
 from scaocc_core.training.distributed import DistInfo, all_reduce_sum
+from scaocc_core.training.synthdata import cache_synthetic_frames
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +75,7 @@ def evaluate_checkpoint(checkpoint: str | Path, data: str, split: str = "val", c
                         device: str = "cpu", max_frames: int = 0, progress: bool = True) -> dict[str, Any]:
     """Evaluate ``checkpoint`` on ``data``/``split``; the summary dict (see :meth:`OccMetric.summary`)."""
     model, cfg = load_checkpoint(checkpoint, device)
-    dataset = OccDataset(data, split, cfg, camera_noise=camera_noise, noise_seed=NOISE_SEED)
+    dataset = cache_synthetic_frames(OccDataset(data, split, cfg, camera_noise=camera_noise, noise_seed=NOISE_SEED))
     if len(dataset) == 0:
         raise ValueError(f"split {split!r} of {data} has no frames")
     metric = evaluate_model(model, dataset, torch.device(device), max_frames, progress=progress,

@@ -25,6 +25,7 @@ from scaocc_core.data.dataset import OccDataset
 from scaocc_core.data.noise import CameraNoise
 from scaocc_core.model.causal_occ import CausalOcc
 from scaocc_core.training.evaluate import NOISE_SEED, evaluate_model
+from scaocc_core.training.synthdata import cache_synthetic_frames
 
 #: The standard perturbation of the robustness protocol.
 STANDARD = CameraNoise("so3", 1.0, 0.05)
@@ -45,7 +46,8 @@ def robustness_sweep(model: CausalOcc, cfg_source: str, split: str, device: torc
                                                                           STANDARD.sigma_m)]
     for noise in noises:
         clean = noise.sigma_deg == 0 and noise.sigma_m == 0
-        dataset = OccDataset(cfg_source, split, model.cfg, camera_noise=None if clean else noise, noise_seed=NOISE_SEED)
+        dataset = cache_synthetic_frames(
+            OccDataset(cfg_source, split, model.cfg, camera_noise=None if clean else noise, noise_seed=NOISE_SEED))
         s = evaluate_model(model, dataset, device, max_frames, progress=progress, desc=f"noise {noise}").summary()
         entries.append({"mode": noise.mode, "sigma_deg": noise.sigma_deg, "sigma_m": noise.sigma_m,
                         "miou": s["miou"], "miou_d": s["miou_d"], "iou": s["iou"], "frames": s["frames"]})
