@@ -20,15 +20,27 @@ from scaocc_core.deploy.graph import InferenceGraph, LogitsGraph
 from scaocc_core.deploy.onnx_model import read_metadata
 from scaocc_core.deploy.parity import rig_feeds, torch_outputs
 from scaocc_core.model.causal_occ import CausalOcc
+from scaocc_core.model.voxel_net import NormalizedConv3d
 from scaocc_core.predictor import Predictor, PredictorInput
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def make_model(cfg: ModelConfig, seed: int = 0) -> CausalOcc:
-    """A random model whose camera-offset heads really move the geometry."""
+    """A random model whose logits vary across voxels and whose camera offsets move the geometry.
+
+    Default initialisation shrinks activations layer by layer (near-constant logits, one
+    label everywhere), which would make parity trivial: variance-preserving weights and
+    random normalised-convolution kernels instead.
+    """
     torch.manual_seed(seed)
     model = CausalOcc(cfg).eval()
+    for module in model.modules():
+        if isinstance(module, (torch.nn.Conv2d, torch.nn.Conv3d, torch.nn.Linear)):
+            torch.nn.init.kaiming_normal_(module.weight, nonlinearity="relu")
+        if isinstance(module, NormalizedConv3d):
+            torch.nn.init.normal_(module.spatial_logits)
+            torch.nn.init.normal_(module.mix_logits)
     assert model.offset_head is not None
     for last in (model.offset_head.global_mlp[-1], model.offset_head.local[-1]):
         torch.nn.init.normal_(last.weight, std=0.05)  # type: ignore[arg-type]
@@ -63,8 +75,8 @@ def test_parity_random_inputs(tiny: tuple[CausalOcc, ModelConfig, Path]) -> None
     model, cfg, path = tiny
     for seed in (1, 2):
         report = export.onnx_parity(path, LogitsGraph(model), rig_feeds(cfg, seed=seed))
-        assert report.max_abs_diff < 1e-3, str(report)
-        assert report.argmax_agreement >= 0.999, str(report)
+        assert report.scale > 5 and report.max_abs_diff < 1e-3 * report.scale, str(report)
+        assert report.argmax_agreement >= 0.999 and report.passed(), str(report)
         assert report.max_abs_offset_diff < 1e-5, str(report)
 
 
@@ -76,8 +88,9 @@ def test_parity_synthetic_frame(tiny: tuple[CausalOcc, ModelConfig, Path]) -> No
     feeds = predictor.preprocess(PredictorInput(list(frame.images), frame.intrinsics, frame.ego_T_cam,
                                                 np.ones(cfg.image.num_cams, dtype=bool)))
     report = export.onnx_parity(path, LogitsGraph(model), feeds)
-    assert report.max_abs_diff < 1e-3, str(report)
-    assert report.argmax_agreement >= 0.999, str(report)
+    # A few frustum points round across voxel faces (see ParityReport): bound the bulk tightly.
+    assert report.p99_abs_diff < 1e-3 * report.scale and report.max_abs_diff < 1e-2 * report.scale, str(report)
+    assert report.argmax_agreement >= 0.999 and report.passed(), str(report)
 
 
 def test_graph_and_metadata(tiny: tuple[CausalOcc, ModelConfig, Path]) -> None:
@@ -126,7 +139,7 @@ def test_cli_fp16_labels(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
     halves = [t for t in graph.initializer if t.data_type == TensorProto.FLOAT16]
     assert len(halves) > 20  # the encoder / voxel-net convolution weights
     report = export.onnx_parity(tmp_path / "small.onnx", InferenceGraph(model), rig_feeds(cfg, seed=5))
-    assert report.argmax_agreement >= 0.99 and report.max_abs_diff <= 3, str(report)
+    assert report.argmax_agreement >= 0.98 and report.p99_abs_diff <= 3, str(report)
 
 
 def test_depthwise_rewrite_is_exact() -> None:

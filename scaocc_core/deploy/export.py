@@ -182,6 +182,6 @@ def run(args: argparse.Namespace) -> int:
     except OnnxModelError as exc:
         print(f"parity check not run: {exc}")
         return 0 if precision == "fp16" else 1
-    ok = report.passed() if precision == "fp32" else report.passed(max_logit_diff=0.1, min_agreement=0.99)
+    ok = report.passed() if precision == "fp32" else report.passed(0.02, 0.98, 3.0)  # fp16: lossy
     print(f"parity ONNX Runtime vs PyTorch: {report} -> {'OK' if ok else 'FAILED'}")
     return 0 if ok else 1

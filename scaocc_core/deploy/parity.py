@@ -75,26 +75,33 @@ def torch_outputs(graph: InferenceGraph, feeds: dict[str, np.ndarray]) -> tuple[
 class ParityReport:
     """An exported graph vs PyTorch on one input.
 
-    ``max_abs_diff`` is over logits for a logits graph, over confidence (0..255) for a
-    labels graph.
+    Differences are over logits for a logits graph, over confidence (0..255) for a labels
+    graph. ``p99_abs_diff`` is the 99th percentile over voxels of the per-voxel largest
+    difference: hard pooling is discontinuous, so a frustum point whose coordinate
+    (moved by the learnt offsets, i.e. by convolution outputs) rounds across a voxel face
+    in one runtime changes that voxel and, through the U-Net, its neighbourhood; the
+    maximum alone is therefore input-dependent.
     """
 
     outputs: str  # "logits" or "labels"
     max_abs_diff: float
+    p99_abs_diff: float
+    scale: float  # largest |reference logit| (1 for labels)
     argmax_agreement: float  # fraction of voxels with the same label
     max_abs_offset_diff: float  # camera offsets (radians / metres)
     num_voxels: int
 
     def __str__(self) -> str:
         what = "logit" if self.outputs == "logits" else "confidence (0-255)"
-        return (f"max |{what} diff| {self.max_abs_diff:.3g}, label agreement "
-                f"{100 * self.argmax_agreement:.3f}% of {self.num_voxels} voxels, "
-                f"max |camera offset diff| {self.max_abs_offset_diff:.2e}")
+        return (f"max |{what} diff| {self.max_abs_diff:.3g} (99th pct over voxels {self.p99_abs_diff:.3g}, "
+                f"logit scale {self.scale:.3g}), label agreement {100 * self.argmax_agreement:.3f}% of "
+                f"{self.num_voxels} voxels, max |camera offset diff| {self.max_abs_offset_diff:.2e}")
 
-    def passed(self, max_logit_diff: float = 1e-3, min_agreement: float = 0.999) -> bool:
-        """Whether the export is within the parity bounds (confidence: 1 step of 255)."""
-        bound = max_logit_diff if self.outputs == "logits" else 1.0
-        return self.max_abs_diff <= bound and self.argmax_agreement >= min_agreement
+    def passed(self, rel_tol: float = 1e-3, min_agreement: float = 0.999, conf_tol: float = 1.0) -> bool:
+        """Labels agree on ``min_agreement`` of voxels and the 99th-percentile difference is
+        within ``rel_tol`` of the logit scale (confidence: ``conf_tol`` steps of 255)."""
+        bound = rel_tol * max(1.0, self.scale) if self.outputs == "logits" else conf_tol
+        return self.p99_abs_diff <= bound and self.argmax_agreement >= min_agreement
 
 
 def compare(reference: tuple[np.ndarray, ...], candidate: tuple[np.ndarray, ...], outputs: str) -> ParityReport:
@@ -108,13 +115,16 @@ def compare(reference: tuple[np.ndarray, ...], candidate: tuple[np.ndarray, ...]
     if outputs == "logits":
         ref, cand = reference[0].astype(np.float32), candidate[0].astype(np.float32)
         agree = float((ref.argmax(1) == cand.argmax(1)).mean())
-        diff = float(np.abs(ref - cand).max())
+        per_voxel = np.abs(ref - cand).max(axis=1)  # b X Y Z
+        scale = float(np.abs(ref).max())
         offsets = reference[1:], candidate[1:]
     elif outputs == "labels":
         agree = float((reference[0] == candidate[0]).mean())
-        diff = float(np.abs(reference[1].astype(np.int32) - candidate[1].astype(np.int32)).max())
+        per_voxel = np.abs(reference[1].astype(np.int32) - candidate[1].astype(np.int32))
+        scale = 1.0
         offsets = reference[2:], candidate[2:]
     else:
         raise ValueError(f"outputs must be 'logits' or 'labels', got {outputs!r}")
     offset_diff = max(float(np.abs(r - c).max()) for r, c in zip(*offsets))
-    return ParityReport(outputs, diff, agree, offset_diff, int(np.prod(reference[0].shape[-3:])))
+    return ParityReport(outputs, float(per_voxel.max()), float(np.quantile(per_voxel, 0.99)), scale, agree,
+                        offset_diff, int(np.prod(reference[0].shape[-3:])))
