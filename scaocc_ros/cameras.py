@@ -23,8 +23,10 @@ import time
 from collections.abc import Callable
 
 import rclpy
+from rclpy.duration import Duration
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
+from rclpy.publisher import Publisher
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from rclpy.timer import Timer
 from scaocc_msgs.msg import SemanticVoxelGrid
@@ -80,6 +82,10 @@ class SyntheticCameras(Node):
 
     def _now_ns(self) -> int:
         return self.get_clock().now().nanoseconds
+
+    def reliable_publishers(self) -> list[Publisher]:
+        """Publishers with reliable QoS (ground truth, tf): their last messages are awaited at exit."""
+        return [p for p in self.pub_by_topic.values() if p.qos_profile.reliability == ReliabilityPolicy.RELIABLE]
 
     def waiting_for(self) -> list[str]:
         """Image topics nobody subscribes to yet."""
@@ -141,7 +147,9 @@ def run(args: argparse.Namespace) -> int:
                                + (" (JPEG)" if args.compressed else "") + (", looping" if args.loop else ""))
         while rclpy.ok() and not node.done:
             executor.spin_once(timeout_sec=0.1)
-        spin_until(executor, lambda: False, 0.5)  # let the last reliable messages go out
+        for pub in node.reliable_publishers():  # the last ground truth / tf must reach late readers
+            pub.wait_for_all_acked(Duration(seconds=2.0))
+        spin_until(executor, lambda: False, 0.5)
         node.get_logger().info(f"published {node.published} frames")
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
