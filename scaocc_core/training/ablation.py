@@ -187,6 +187,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, required=True, help="output directory (data, runs, ablation.md/json)")
     parser.add_argument("--device", default=None, choices=("cpu", "cuda"), help="default: cuda if available")
     parser.add_argument("--steps", type=int, default=None, help="override the preset's training steps")
+    parser.add_argument("--variants", default=None, metavar="I,J,...",
+                        help="only these rungs (indices 0-5, e.g. 0,5 for baseline vs full method)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -202,11 +204,17 @@ def run(args: argparse.Namespace) -> int:
     sets = {"val": str(ensure_synthetic(preset.train_set, out / "data")),
             "hard": str(ensure_synthetic(preset.hard_set, out / "data"))}
     variants = ladder(load_config(CONFIG_DIR / preset.baseline), load_config(CONFIG_DIR / preset.full))
+    if args.variants:
+        try:
+            picks = sorted({int(i) for i in args.variants.split(",")})
+            variants = [variants[i] for i in picks]
+        except (ValueError, IndexError) as exc:
+            raise ValueError(f"--variants must list rung indices 0..5, got {args.variants!r}") from exc
     (out / "preset.json").write_text(json.dumps(dataclasses.asdict(preset), indent=2))
     results = []
     # Endpoints first (baseline, full method), then the rungs between: a partial run still
     # answers the main question. Seeds in the outer loop for the same reason.
-    order = [variants[0], variants[-1], *variants[1:-1]]
+    order = [variants[0], variants[-1], *variants[1:-1]] if len(variants) > 1 else variants
     for seed in range(args.seeds):
         for name, cfg in order:
             results.append(run_one(name, cfg, seed, out / "runs" / f"{name}_seed{seed}", sets, preset, device))
