@@ -116,6 +116,18 @@ def train_step_time(cfg: ModelConfig, causal: bool, device: torch.device, reps: 
     return timed(step, device, reps)
 
 
+def channels_last_ratio(model: CausalOcc, cfg: ModelConfig, device: torch.device, reps: int) -> float:
+    """Forward time of the 3D network with ``channels_last_3d`` divided by without it."""
+    feat = torch.randn(1, cfg.depth.context_channels, *cfg.grid.size, device=device)
+    times = {}
+    with torch.no_grad():
+        for flag in (True, False):
+            model.voxel_net.channels_last = flag
+            times[flag] = timed(lambda: model.voxel_net(feat), device, reps)
+    model.voxel_net.channels_last = cfg.voxel.channels_last
+    return times[True] / times[False]
+
+
 def pooling_ratio(device: torch.device) -> tuple[float, float]:
     g = torch.Generator().manual_seed(0)
     values = torch.randn(1, 2000, 16, generator=g).to(device)
@@ -142,15 +154,17 @@ def main() -> None:
         model = CausalOcc(cfg).to(device).eval()
         inputs, _ = fake_inputs(cfg, device)
         stages = stage_times(model, inputs, device, reps)
+        cl_ratio = channels_last_ratio(model, cfg, device, reps)
         plain = train_step_time(cfg, False, device, reps)
         causal = train_step_time(cfg, True, device, reps)
-        rows.append((name, stages, plain, causal))
+        rows.append((name, stages, plain, causal, cl_ratio))
     print(f"\n{'config':<16}" + "".join(f"{s:>13}" for s in (*STAGES, "splat")) + f"{'fwd total':>11}"
-          f"{'train step':>12}{'+causal':>10}{'ratio':>7}")
-    for name, stages, plain, causal in rows:
+          f"{'train step':>12}{'+causal':>10}{'ratio':>7}{'CL3d/NC':>9}")
+    for name, stages, plain, causal, cl_ratio in rows:
         cells = "".join(f"{stages.get(s, 0.0):>11.1f}ms" for s in (*STAGES, "splat"))
         print(f"{name:<16}{cells}{sum(stages.values()):>9.1f}ms{1e3 * plain:>10.0f}ms{1e3 * causal:>8.0f}ms"
-              f"{causal / plain:>6.2f}x")
+              f"{causal / plain:>6.2f}x{cl_ratio:>8.2f}x")
+    print("CL3d/NC: 3D network forward with channels_last_3d over without (< 1: channels_last helps)")
     fast, ref = pooling_ratio(device)
     print(f"\nhard pooling, 2000 points x 16 ch: index_add {1e3 * fast:.3f} ms, naive loop {1e3 * ref:.1f} ms "
           f"-> {ref / fast:.0f}x faster")
