@@ -138,6 +138,30 @@ def build_buckets(bounds: np.ndarray, ztop: np.ndarray, x0: float, y0: float, ce
 
 
 @njit(cache=True)
+def rising_tops(cell_top: np.ndarray, n: int) -> np.ndarray:
+    """Highest primitive point ahead of each cell, per quadrant of the ray's heading: ``4 (n n)``.
+
+    Row ``q = (dx <= 0) + 2 (dy <= 0)`` holds, for cell ``c``, the maximum of ``cell_top`` over
+    every cell a grid walk from ``c`` can reach stepping only towards that quadrant (a superset
+    of the cells a ray's DDA visits). A rising ray above it at a cell's entry can hit nothing more.
+    """
+    out = np.full((4, n * n), -np.inf)
+    for q in range(4):
+        si, sj = (1 if q % 2 == 0 else -1), (1 if q < 2 else -1)
+        for a in range(n):
+            i = n - 1 - a if si > 0 else a
+            for b in range(n):
+                j = n - 1 - b if sj > 0 else b
+                m = cell_top[i * n + j]
+                if 0 <= i + si < n:
+                    m = max(m, out[q, (i + si) * n + j])
+                if 0 <= j + sj < n:
+                    m = max(m, out[q, i * n + j + sj])
+                out[q, i * n + j] = m
+    return out
+
+
+@njit(cache=True)
 def _dda_setup(o: float, d: float, cell_pos: float, cell: float) -> tuple[int, float, float]:
     """Step direction, first boundary crossing and crossing spacing along one axis."""
     if d > 1e-12:
@@ -149,14 +173,18 @@ def _dda_setup(o: float, d: float, cell_pos: float, cell: float) -> tuple[int, f
 
 @njit(cache=True)
 def trace_objects(kind: np.ndarray, geo: np.ndarray, start: np.ndarray, items: np.ndarray, cell_top: np.ndarray,
-                  ztop_all: float, bx0: float, by0: float, cell: float, n: int, ox: float, oy: float, oz: float,
-                  dx: float, dy: float, dz: float, tmax: float,
-                  any_hit: bool) -> tuple[float, int, float, float, float]:
+                  rise_top: np.ndarray, ztop_all: float, bx0: float, by0: float, cell: float, n: int,
+                  ox: float, oy: float, oz: float, dx: float, dy: float, dz: float, tmax: float, any_hit: bool,
+                  seen: np.ndarray, ray: int) -> tuple[float, int, float, float, float]:
     """Nearest primitive hit before ``tmax``: ``(t, index, nx, ny, nz)``, index -1 if none.
 
     Cells whose contents lie entirely below the ray's path through them are skipped, and a rising ray stops
-    above ``ztop_all`` (the highest point of any primitive).
+    above ``ztop_all`` (the highest point of any primitive) or once it enters a cell above everything it
+    could still reach (``rise_top``, see :func:`rising_tops`). A primitive listed in several cells is tested
+    once per ray: ``seen`` (``P`` int64) records the id ``ray`` (unique per call) of its last test. A repeat
+    test could only miss, as ``best`` never grows, so skipping it changes nothing.
     """
+    ahead = rise_top[(0 if dx > 0 else 1) + (0 if dy > 0 else 2)]
     fx, fy = (ox - bx0) / cell, (oy - by0) / cell
     i, j = int(math.floor(fx)), int(math.floor(fy))
     si, ti, di = _dda_setup(ox, dx, fx, cell)
@@ -166,10 +194,15 @@ def trace_objects(kind: np.ndarray, geo: np.ndarray, start: np.ndarray, items: n
     while 0 <= i < n and 0 <= j < n:
         c = i * n + j
         t_exit = min(ti, tj)
+        if dz > 0 and oz + dz * t_enter > ahead[c]:  # every remaining cell would be skipped
+            break
         lowest = oz + dz * (t_enter if dz > 0 else min(t_exit, best))  # lowest point of the ray in this cell
         first = start[c + 1] if lowest > cell_top[c] else start[c]
         for q in range(first, start[c + 1]):
             p = items[q]
+            if seen[p] == ray:
+                continue
+            seen[p] = ray
             t, nx, ny, nz = intersect(kind[p], geo[p], ox, oy, oz, dx, dy, dz, best)
             if t < best:
                 best, idx, bnx, bny, bnz = t, p, nx, ny, nz
