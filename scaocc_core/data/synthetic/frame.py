@@ -9,7 +9,7 @@ import numpy as np
 
 from scaocc_core.data.synthetic.layout import FLAT_MAX, FLAT_TOP, RES
 from scaocc_core.data.synthetic.prims import Prims
-from scaocc_core.data.synthetic.raycast import build_buckets, rising_tops
+from scaocc_core.data.synthetic.raycast import build_buckets, footprint_radius, rising_tops
 from scaocc_core.data.synthetic.scene import VIEW_RANGE, Scene, get_scene
 from scaocc_core.data.synthetic.shade import render_parallel, render_serial
 from scaocc_core.data.synthetic.spec import SynthFrame, SynthSpec, frame_token, scene_name
@@ -53,7 +53,8 @@ def render_images(scene: Scene, prims: Prims, global_T_cams: np.ndarray, K: np.n
     depth = np.empty((n, height, width), np.float32)
     kernel = render_parallel if PARALLEL else render_serial
     layout = scene.layout
-    objects = (prims.kind, prims.geo, prims.color, prims.inst, prims.pattern, prims.cls)
+    objects = (prims.kind, prims.geo, prims.color, prims.inst, prims.pattern, prims.cls,
+               footprint_radius(prims.kind, prims.geo))
     ztop = float(prims.geo[:, 3].max(initial=0.0))
     buckets = (start, items, cell_top, rising_tops(cell_top, nb), np.array([ztop, bx0, by0, BUCKET, nb], np.float64))
     ground = (layout.raster, np.array([layout.origin[0], layout.origin[1], RES, FLAT_MAX], np.float64), FLAT_TOP,

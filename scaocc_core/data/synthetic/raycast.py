@@ -16,6 +16,13 @@ INF = np.inf
 EPS = 1e-6
 TERRAIN_CODE = 14
 KERB = 64  # cell-code bit: the hit is a kerb face
+SLACK = 1e-6  # metres: margin of the conservative "ray misses this primitive" tests
+
+
+def footprint_radius(kind: np.ndarray, geo: np.ndarray) -> np.ndarray:
+    """Horizontal radius around ``(cx, cy)`` containing each primitive (``P``, float64)."""
+    a, b = geo[:, 4], geo[:, 5]
+    return np.where(kind == 0, np.sqrt(a * a + b * b), np.maximum(a, b))
 
 
 @njit(cache=True)
@@ -172,9 +179,9 @@ def _dda_setup(o: float, d: float, cell_pos: float, cell: float) -> tuple[int, f
 
 
 @njit(cache=True)
-def trace_objects(kind: np.ndarray, geo: np.ndarray, start: np.ndarray, items: np.ndarray, cell_top: np.ndarray,
-                  rise_top: np.ndarray, ztop_all: float, bx0: float, by0: float, cell: float, n: int,
-                  ox: float, oy: float, oz: float, dx: float, dy: float, dz: float, tmax: float, any_hit: bool,
+def trace_objects(kind: np.ndarray, geo: np.ndarray, radius: np.ndarray, start: np.ndarray, items: np.ndarray,
+                  cell_top: np.ndarray, rise_top: np.ndarray, ztop_all: float, bx0: float, by0: float, cell: float,
+                  n: int, ox: float, oy: float, oz: float, dx: float, dy: float, dz: float, tmax: float, any_hit: bool,
                   seen: np.ndarray, ray: int) -> tuple[float, int, float, float, float]:
     """Nearest primitive hit before ``tmax``: ``(t, index, nx, ny, nz)``, index -1 if none.
 
@@ -182,8 +189,12 @@ def trace_objects(kind: np.ndarray, geo: np.ndarray, start: np.ndarray, items: n
     above ``ztop_all`` (the highest point of any primitive) or once it enters a cell above everything it
     could still reach (``rise_top``, see :func:`rising_tops`). A primitive listed in several cells is tested
     once per ray: ``seen`` (``P`` int64) records the id ``ray`` (unique per call) of its last test. A repeat
-    test could only miss, as ``best`` never grows, so skipping it changes nothing.
+    test could only miss, as ``best`` never grows, so skipping it changes nothing. Likewise a primitive is
+    not tested when the ray provably misses it before ``best``: its line passes farther than ``radius``
+    (the primitive's horizontal bounding radius, :func:`footprint_radius`) from the primitive's axis, or its
+    height range up to ``best`` lies outside the primitive's (both with a ``SLACK`` margin for rounding).
     """
+    hxy = math.sqrt(dx * dx + dy * dy)
     ahead = rise_top[(0 if dx > 0 else 1) + (0 if dy > 0 else 2)]
     fx, fy = (ox - bx0) / cell, (oy - by0) / cell
     i, j = int(math.floor(fx)), int(math.floor(fy))
@@ -203,6 +214,11 @@ def trace_objects(kind: np.ndarray, geo: np.ndarray, start: np.ndarray, items: n
             if seen[p] == ray:
                 continue
             seen[p] = ray
+            if abs((geo[p, 0] - ox) * dy - (geo[p, 1] - oy) * dx) > (radius[p] + SLACK) * hxy:
+                continue
+            z_end = oz + dz * best
+            if geo[p, 2] > max(oz, z_end) + SLACK or geo[p, 3] < min(oz, z_end) - SLACK:
+                continue
             t, nx, ny, nz = intersect(kind[p], geo[p], ox, oy, oz, dx, dy, dz, best)
             if t < best:
                 best, idx, bnx, bny, bnz = t, p, nx, ny, nz

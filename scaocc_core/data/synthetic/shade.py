@@ -143,7 +143,7 @@ def _sky(light: np.ndarray, dx: float, dy: float, dz: float, out: np.ndarray) ->
 def _render_row(row: int, origins: np.ndarray, rays: np.ndarray, objects: tuple, buckets: tuple, ground: tuple,
                 light: np.ndarray, seed: int, rgb: np.ndarray, sem: np.ndarray, depth: np.ndarray) -> None:
     """Render image row ``row % H`` of camera ``row // H`` (arguments as in :func:`render_serial`)."""
-    kind, geo, color, inst, pattern, cls = objects
+    kind, geo, color, inst, pattern, cls, radius = objects
     start, items, cell_top, rise_top, bparams = buckets
     ztop_all, bx0, by0, cell, nb = bparams[0], bparams[1], bparams[2], bparams[3], int(bparams[4])
     raster, gparams, flat_top, flat_color = ground
@@ -160,8 +160,8 @@ def _render_row(row: int, origins: np.ndarray, rays: np.ndarray, objects: tuple,
         tview = view / hxy if hxy > 1e-9 else 1e9
         tf, code, fnx, fny, fnz = trace_flat(raster, rx0, ry0, res, flat_top, flat_max, ox, oy, oz, dx, dy, dz,
                                              tview)
-        to, p, nx, ny, nz = trace_objects(kind, geo, start, items, cell_top, rise_top, ztop_all, bx0, by0, cell, nb,
-                                          ox, oy, oz, dx, dy, dz, min(tf, tview), False, seen, 2 * u)
+        to, p, nx, ny, nz = trace_objects(kind, geo, radius, start, items, cell_top, rise_top, ztop_all, bx0, by0,
+                                          cell, nb, ox, oy, oz, dx, dy, dz, min(tf, tview), False, seen, 2 * u)
         if p < 0 and tf == np.inf:
             _sky(light, dx, dy, dz, col)
             sem[cam, v, u] = SKY
@@ -183,9 +183,9 @@ def _render_row(row: int, origins: np.ndarray, rays: np.ndarray, objects: tuple,
             depth[cam, v, u] = t
             lam = nx * light[0] + ny * light[1] + nz * light[2]
             if lam > 0 and light[18] > 0:
-                shadow = trace_objects(kind, geo, start, items, cell_top, rise_top, ztop_all, bx0, by0, cell, nb,
-                                       hx + 0.02 * nx, hy + 0.02 * ny, hz + 0.02 * nz, light[0], light[1], light[2],
-                                       1e9, True, seen, 2 * u + 1)[1]
+                shadow = trace_objects(kind, geo, radius, start, items, cell_top, rise_top, ztop_all, bx0, by0,
+                                       cell, nb, hx + 0.02 * nx, hy + 0.02 * ny, hz + 0.02 * nz, light[0], light[1],
+                                       light[2], 1e9, True, seen, 2 * u + 1)[1]
                 if shadow >= 0:
                     lam = 0.0
             lam = max(lam, 0.0)
@@ -209,7 +209,8 @@ def render_serial(origins: np.ndarray, rays: np.ndarray, objects: tuple, buckets
     """Render ``n`` cameras on one thread.
 
     ``origins`` is ``n 3`` and ``rays`` ``n H W 3`` global ray directions with unit optical-axis
-    component. ``objects`` = ``(kind, geo, color, inst, pattern, cls)`` (a primitive table),
+    component. ``objects`` = ``(kind, geo, color, inst, pattern, cls, radius)`` (a primitive table and
+    :func:`~scaocc_core.data.synthetic.raycast.footprint_radius`),
     ``buckets`` = ``(start, items, cell_top, rise_top, [ztop_all, x0, y0, cell, n])`` (see
     :func:`~scaocc_core.data.synthetic.raycast.build_buckets` and ``rising_tops``), ``ground`` = ``(raster,
     [x0, y0, res, flat_max], flat_top, flat_color)``. Writes ``rgb`` (n H W 3 uint8), ``sem``

@@ -144,33 +144,61 @@ def _axis(pos: float, d: float) -> tuple[int, float, float]:
 
 
 @njit(cache=True)
+def _steps_left(pos: int, step: int, size: int) -> int:
+    """How many steps of ``step`` (-1, 0, 1) keep index ``pos`` inside ``0..size-1``."""
+    if step > 0:
+        return size - 1 - pos
+    if step < 0:
+        return pos
+    return 1 << 62
+
+
+@njit(cache=True)
 def cast_visibility(sem: np.ndarray, lower: np.ndarray, vs: np.ndarray, origins: np.ndarray, dirs: np.ndarray,
                     mask: np.ndarray) -> None:
     """Mark voxels traversed by each ray up to and including its first occupied voxel.
 
-    ``origins`` and ``dirs`` are ``R 3`` (ego frame); rays starting outside the grid are skipped.
+    ``sem`` and ``mask`` are C-contiguous ``X Y Z``; ``origins`` and ``dirs`` are ``R 3`` (ego
+    frame); rays starting outside the grid are skipped. The walk runs on flat indices and only
+    checks the bound of the axis it steps along.
     """
     X, Y, Z = sem.shape
+    flat_sem = sem.reshape(-1)  # (X Y Z)
+    flat_mask = mask.reshape(-1)  # (X Y Z)
     for r in range(origins.shape[0]):
         px = (origins[r, 0] - lower[0]) / vs[0]
         py = (origins[r, 1] - lower[1]) / vs[1]
         pz = (origins[r, 2] - lower[2]) / vs[2]
         i, j, k = int(math.floor(px)), int(math.floor(py)), int(math.floor(pz))
+        if not (0 <= i < X and 0 <= j < Y and 0 <= k < Z):
+            continue
         si, ti, di = _axis(px, dirs[r, 0] / vs[0])
         sj, tj, dj = _axis(py, dirs[r, 1] / vs[1])
         sk, tk, dk = _axis(pz, dirs[r, 2] / vs[2])
-        while 0 <= i < X and 0 <= j < Y and 0 <= k < Z:
-            mask[i, j, k] = True
-            if sem[i, j, k] != FREE:
+        left_i, left_j, left_k = _steps_left(i, si, X), _steps_left(j, sj, Y), _steps_left(k, sk, Z)
+        step_i, step_j = si * Y * Z, sj * Z
+        idx = (i * Y + j) * Z + k
+        while True:
+            flat_mask[idx] = True
+            if flat_sem[idx] != FREE:
                 break
             if ti <= tj and ti <= tk:
-                i += si
+                if left_i == 0:
+                    break
+                left_i -= 1
+                idx += step_i
                 ti += di
             elif tj <= tk:
-                j += sj
+                if left_j == 0:
+                    break
+                left_j -= 1
+                idx += step_j
                 tj += dj
             else:
-                k += sk
+                if left_k == 0:
+                    break
+                left_k -= 1
+                idx += sk
                 tk += dk
 
 
@@ -200,6 +228,7 @@ def camera_mask(sem: np.ndarray, grid: GridConfig, K: np.ndarray, ego_T_cam: np.
     grid's far corner), Occ3D style: each ray observes voxels up to its first occupied one.
     """
     lower, vs, _ = _grid_arrays(grid)
+    sem = np.ascontiguousarray(sem)
     mask = np.zeros(sem.shape, bool)
     for Kc, T in zip(K, ego_T_cam):
         step = float(min(Kc[0, 0], Kc[1, 1]) * step_rad)
@@ -222,5 +251,5 @@ def lidar_mask(sem: np.ndarray, grid: GridConfig) -> np.ndarray:
     dirs = np.stack([np.cos(ee) * np.cos(aa), np.cos(ee) * np.sin(aa), np.sin(ee)], axis=-1).reshape(-1, 3)
     origins = np.broadcast_to(np.asarray(LIDAR_ORIGIN), dirs.shape).copy()
     mask = np.zeros(sem.shape, bool)
-    cast_visibility(sem, lower, vs, origins, dirs, mask)
+    cast_visibility(np.ascontiguousarray(sem), lower, vs, origins, dirs, mask)
     return mask
