@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+from functools import lru_cache
 
 import numpy as np
 
@@ -32,10 +33,19 @@ def planar_transform(x: float, y: float, yaw: float) -> np.ndarray:
 
 def camera_rays(K: np.ndarray, global_T_cam: np.ndarray, height: int, width: int) -> np.ndarray:
     """Global ray directions ``H W 3`` through pixel centres, scaled to unit optical-axis length."""
+    cam = _pixel_rays(np.asarray(K, np.float64).tobytes(), height, width)  # H W 3, z component is 1
+    return cam @ global_T_cam[:3, :3].T
+
+
+@lru_cache(maxsize=32)
+def _pixel_rays(K_bytes: bytes, height: int, width: int) -> np.ndarray:
+    """Camera-frame rays ``H W 3`` (read-only) through the pixel centres of ``K`` (3 3 float64 bytes)."""
+    K = np.frombuffer(K_bytes, np.float64).reshape(3, 3)
     u, v = np.meshgrid(np.arange(width, dtype=np.float64), np.arange(height, dtype=np.float64))
     pix = np.stack([u, v, np.ones_like(u)], axis=-1)  # H W 3
-    cam = pix @ np.linalg.inv(K).T  # z component is 1
-    return cam @ global_T_cam[:3, :3].T
+    cam = pix @ np.linalg.inv(K).T
+    cam.setflags(write=False)
+    return cam
 
 
 def render_images(scene: Scene, prims: Prims, global_T_cams: np.ndarray, K: np.ndarray, height: int, width: int,
