@@ -178,7 +178,7 @@ def _dda_setup(o: float, d: float, cell_pos: float, cell: float) -> tuple[int, f
     return 0, INF, INF
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def trace_objects(kind: np.ndarray, geo: np.ndarray, radius: np.ndarray, start: np.ndarray, items: np.ndarray,
                   cell_top: np.ndarray, rise_top: np.ndarray, ztop_all: float, bx0: float, by0: float, cell: float,
                   n: int, ox: float, oy: float, oz: float, dx: float, dy: float, dz: float, tmax: float, any_hit: bool,
@@ -236,7 +236,7 @@ def trace_objects(kind: np.ndarray, geo: np.ndarray, radius: np.ndarray, start: 
     return best, idx, bnx, bny, bnz
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def trace_flat(raster: np.ndarray, rx0: float, ry0: float, res: float, flat_top: np.ndarray, flat_max: float,
                ox: float, oy: float, oz: float, dx: float, dy: float, dz: float,
                tmax: float) -> tuple[float, int, float, float, float]:
