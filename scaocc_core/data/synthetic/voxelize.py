@@ -30,9 +30,10 @@ LIDAR_AZIMUTH_STEP_DEG = 0.2
 
 
 @njit(cache=True)
-def _add_interval(counts: np.ndarray, i: int, j: int, c: int, zlo: float, zhi: float, lz: float, vz: float,
-                  nz: int, weight: int) -> None:
-    """Add ``weight`` times the z samples of column ``(i, j)`` in ``[zlo, zhi)`` to class ``c``."""
+def _add_interval(counts: np.ndarray, touched: np.ndarray, i: int, j: int, c: int, zlo: float, zhi: float,
+                  lz: float, vz: float, nz: int, weight: int) -> None:
+    """Add ``weight`` times the z samples of column ``(i, j)`` in ``[zlo, zhi)`` to class ``c`` (flagging
+    the voxels it adds to in ``touched``)."""
     k0 = max(0, int(math.floor((zlo - lz) / vz)))
     k1 = min(nz - 1, int(math.floor((zhi - lz) / vz)))
     for k in range(k0, k1 + 1):
@@ -43,12 +44,16 @@ def _add_interval(counts: np.ndarray, i: int, j: int, c: int, zlo: float, zhi: f
                 n += 1
         if n:
             counts[i, j, k, c] = min(255, counts[i, j, k, c] + n * weight)
+            touched[i, j, k] = True
 
 
 @njit(cache=True)
 def accumulate_objects(kind: np.ndarray, geo: np.ndarray, cls: np.ndarray, lower: np.ndarray, vs: np.ndarray,
-                       size: np.ndarray, counts: np.ndarray) -> None:
-    """Count solid samples of every primitive (ego frame) into ``counts`` (X Y Z 17 uint8)."""
+                       size: np.ndarray, counts: np.ndarray, touched: np.ndarray) -> None:
+    """Count solid samples of every primitive (ego frame) into ``counts`` (X Y Z 17 uint8).
+
+    ``touched`` (X Y Z bool) flags every voxel whose counts were raised.
+    """
     for p in range(kind.shape[0]):
         cx, cy, z0, z1 = geo[p, 0], geo[p, 1], geo[p, 2], geo[p, 3]
         a, b, c, s = geo[p, 4], geo[p, 5], geo[p, 6], geo[p, 7]
@@ -90,16 +95,17 @@ def accumulate_objects(kind: np.ndarray, geo: np.ndarray, cls: np.ndarray, lower
                             half = 0.5 * (z1 - z0) * math.sqrt(1 - q)
                             zlo, zhi = 0.5 * (z0 + z1) - half, 0.5 * (z0 + z1) + half
                         if zhi > zlo:
-                            _add_interval(counts, i, j, cls[p], zlo, zhi, lower[2], vs[2], size[2], 1)
+                            _add_interval(counts, touched, i, j, cls[p], zlo, zhi, lower[2], vs[2], size[2], 1)
                 if inside:
-                    _add_interval(counts, i, j, cls[p], z0, z1, lower[2], vs[2], size[2], inside)
+                    _add_interval(counts, touched, i, j, cls[p], z0, z1, lower[2], vs[2], size[2], inside)
 
 
 @njit(cache=True)
 def accumulate_ground(raster: np.ndarray, rx0: float, ry0: float, res: float, flat_top: np.ndarray, skin: float,
                       cos_e: float, sin_e: float, ex: float, ey: float, lower: np.ndarray, vs: np.ndarray,
-                      size: np.ndarray, counts: np.ndarray) -> None:
-    """Count the flat ground's top ``skin`` metres (raster in the global frame, ego pose given)."""
+                      size: np.ndarray, counts: np.ndarray, touched: np.ndarray) -> None:
+    """Count the flat ground's top ``skin`` metres (raster in the global frame, ego pose given) into
+    ``counts``, flagging raised voxels in ``touched`` (as :func:`accumulate_objects`)."""
     ny, nx = raster.shape
     per_class = np.zeros(16, np.int64)
     for i in range(size[0]):
@@ -115,16 +121,23 @@ def accumulate_ground(raster: np.ndarray, rx0: float, ry0: float, res: float, fl
             for code in range(16):
                 if per_class[code]:
                     h = flat_top[code]
-                    _add_interval(counts, i, j, code, h - skin, h, lower[2], vs[2], size[2], per_class[code])
+                    _add_interval(counts, touched, i, j, code, h - skin, h, lower[2], vs[2], size[2],
+                                  per_class[code])
 
 
 @njit(cache=True)
-def finalize(counts: np.ndarray, threshold: int, out: np.ndarray) -> None:
-    """Label = most-sampled class where at least ``threshold`` samples are solid, else free."""
+def finalize(counts: np.ndarray, touched: np.ndarray, threshold: int, out: np.ndarray) -> None:
+    """Label = most-sampled class where at least ``threshold`` samples are solid, else free.
+
+    Voxels not ``touched`` have no samples at all and are free without reading their counts.
+    """
     X, Y, Z, C = counts.shape
     for i in range(X):
         for j in range(Y):
             for k in range(Z):
+                if not touched[i, j, k]:
+                    out[i, j, k] = FREE
+                    continue
                 total, best, arg = 0, 0, FREE
                 for c in range(C):
                     n = int(counts[i, j, k, c])
@@ -212,12 +225,13 @@ def voxelize(prims_ego: Prims, layout: Layout, ego_pose: tuple[float, float, flo
     """Occ3D semantics ``X Y Z`` uint8 (17 = free) of the world seen from ``ego_pose`` (x, y, yaw)."""
     lower, vs, size = _grid_arrays(grid)
     counts = np.zeros((*grid.size, NUM_SOLID), np.uint8)  # X Y Z C
+    touched = np.zeros(grid.size, bool)  # X Y Z
     x, y, yaw = ego_pose
     accumulate_ground(layout.raster, float(layout.origin[0]), float(layout.origin[1]), RES, FLAT_TOP, GROUND_SKIN,
-                      math.cos(yaw), math.sin(yaw), x, y, lower, vs, size, counts)
-    accumulate_objects(prims_ego.kind, prims_ego.geo, prims_ego.cls, lower, vs, size, counts)
+                      math.cos(yaw), math.sin(yaw), x, y, lower, vs, size, counts, touched)
+    accumulate_objects(prims_ego.kind, prims_ego.geo, prims_ego.cls, lower, vs, size, counts, touched)
     sem = np.empty(grid.size, np.uint8)
-    finalize(counts, OCCUPIED_SAMPLES, sem)
+    finalize(counts, touched, OCCUPIED_SAMPLES, sem)
     return sem
 
 
