@@ -62,12 +62,13 @@ def consistency_score(model: CausalOcc, dataset: OccDataset, device: torch.devic
 def format_table(results: dict[str, dict[str, Any]]) -> str:
     """Classes as rows, one column per model."""
     names = list(results)
+    w = max(len(n) for n in names) + 2
     classes = sorted({c for r in results.values() for c in r["per_class"]}, key=CLASS_NAMES.index)
-    lines = [f"{'class':<22}" + "".join(f"{n:>14}" for n in names)]
+    lines = [f"{'class':<22}" + "".join(f"{n:>{w}}" for n in names)]
     for c in classes:
         cells = [results[n]["per_class"].get(c) for n in names]
-        lines.append(f"{c:<22}" + "".join(f"{'-' if v is None else f'{100 * v:.1f}':>14}" for v in cells))
-    lines.append(f"{'mean':<22}" + "".join(f"{100 * results[n]['mean']:>14.1f}" for n in names))
+        lines.append(f"{c:<22}" + "".join(f"{'-' if v is None else f'{100 * v:.1f}':>{w}}" for v in cells))
+    lines.append(f"{'mean':<22}" + "".join(f"{100 * results[n]['mean']:>{w}.1f}" for n in names))
     return "\n".join(lines)
 
 
@@ -89,7 +90,7 @@ def run(args: argparse.Namespace) -> int:
     for label, path in [*checkpoints, ("model", args.checkpoint)]:
         model, cfg = load_checkpoint(path, args.device)
         dataset = cache_synthetic_frames(OccDataset(args.data, args.split, cfg))
-        results[f"{label}:{cfg.name}"[:13]] = consistency_score(model, dataset, torch.device(args.device),
+        results[f"{label} ({cfg.name})"] = consistency_score(model, dataset, torch.device(args.device),
                                                                  args.max_frames)
     print("share of causal attention on same-class pixels (%)")
     print(format_table(results))
