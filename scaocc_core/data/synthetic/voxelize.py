@@ -277,11 +277,20 @@ def _lattice_rays(K_bytes: bytes, T_bytes: bytes, height: int, width: int,
 def lidar_mask(sem: np.ndarray, grid: GridConfig) -> np.ndarray:
     """Voxels observed by a simulated 32-beam top LiDAR: ``X Y Z`` bool."""
     lower, vs, _ = _grid_arrays(grid)
+    origins, dirs = _lidar_rays()
+    mask = np.zeros(sem.shape, bool)
+    cast_visibility(np.ascontiguousarray(sem), lower, vs, origins, dirs, mask)
+    return mask
+
+
+@lru_cache(maxsize=1)
+def _lidar_rays() -> tuple[np.ndarray, np.ndarray]:
+    """Origins and unit directions (``R 3`` each, read-only) of the LiDAR's beams, built once."""
     elev = np.radians(LIDAR_ELEVATIONS_DEG)
     azim = np.radians(np.arange(0.0, 360.0, LIDAR_AZIMUTH_STEP_DEG))
     ee, aa = np.meshgrid(elev, azim, indexing="ij")  # beams azimuths
     dirs = np.stack([np.cos(ee) * np.cos(aa), np.cos(ee) * np.sin(aa), np.sin(ee)], axis=-1).reshape(-1, 3)
     origins = np.broadcast_to(np.asarray(LIDAR_ORIGIN), dirs.shape).copy()
-    mask = np.zeros(sem.shape, bool)
-    cast_visibility(np.ascontiguousarray(sem), lower, vs, origins, dirs, mask)
-    return mask
+    origins.setflags(write=False)
+    dirs.setflags(write=False)
+    return origins, dirs
