@@ -96,8 +96,8 @@ demo-nuscenes: setup
 
 # ---------------------------------------------------------------------------------------
 # The demo checkpoint models/scaocc_tiny.pt (+ provenance JSON): scaocc_tiny trained on the
-# default synthetic world (seed 0), rendered on the fly; about 30-40 min on 2 CPU cores.
-DEMO_DATA := synthetic:scenes=8,frames=10,seed=0,preset=default,res=128x352,val_scenes=2
+# default synthetic world (seed 0), rendered on the fly; about an hour on 2 CPU cores.
+DEMO_DATA := synthetic:scenes=16,frames=10,seed=0,preset=default,res=128x352,val_scenes=2
 .PHONY: models
 models: setup
 	$(PY) -m scaocc_core.training.train --config config/model/scaocc_tiny.yaml --data $(DEMO_DATA) \
