@@ -27,6 +27,7 @@ from scaocc_core.checkpoint import CheckpointError, read_checkpoint, save_checkp
 from scaocc_core.config import ModelConfig, model_config_from_dict
 from scaocc_core.data.augment import AugmentConfig
 from scaocc_core.data.dataset import OccDataset, class_frequencies
+from scaocc_core.data.manifest import ManifestError
 from scaocc_core.losses import OccupancyLoss, class_weights
 from scaocc_core.model.causal_occ import CausalOcc
 from scaocc_core.training.config import TrainConfig, lr_factor
@@ -121,7 +122,11 @@ def train(model_cfg: ModelConfig, cfg: TrainConfig, data: str, run_dir: Path, in
         run_dir.mkdir(parents=True, exist_ok=True)
     train_ds = cache_synthetic_frames(
         OccDataset(data, "train", model_cfg, augment=AugmentConfig() if cfg.augment else None, seed=cfg.seed))
-    val_ds = cache_synthetic_frames(OccDataset(data, "val", model_cfg))
+    try:
+        val_ds: OccDataset | None = cache_synthetic_frames(OccDataset(data, "val", model_cfg))
+    except ManifestError:
+        log.warning("%s has no val split; training without validation", data)
+        val_ds = None
     if len(train_ds) < cfg.batch_size * info.world_size:
         raise ValueError(f"training split of {data} has {len(train_ds)} frames, fewer than batch_size "
                          f"{cfg.batch_size} x {info.world_size} processes")
@@ -176,7 +181,7 @@ def train(model_cfg: ModelConfig, cfg: TrainConfig, data: str, run_dir: Path, in
             if step % cfg.log_every == 0 or step == cfg.steps:
                 row = {"step": step, "epoch": epoch, "lr": lr, "elapsed_s": round(train_seconds, 2),
                        "step_time_s": round(dt, 4), "grad_norm": grad_norm, **parts}
-            if len(val_ds) and (step % cfg.val_every == 0 or step == cfg.steps):
+            if val_ds is not None and len(val_ds) and (step % cfg.val_every == 0 or step == cfg.steps):
                 metric = evaluate_model(model, val_ds, device, cfg.val_frames, info, progress, desc="val")
                 s = metric.summary()
                 val_history.append((step, s["miou"]))
