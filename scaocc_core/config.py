@@ -267,14 +267,21 @@ def _coerce(tp: Any, value: Any, path: str) -> Any:
     return value
 
 
-def load_config(path: str | Path) -> ModelConfig:
-    """Load and validate a :class:`ModelConfig` from a YAML file."""
+def read_yaml(path: str | Path, what: str = "config") -> dict[str, Any]:
+    """The mapping in a YAML file; :class:`ConfigError` naming the file if it cannot be read."""
     path = Path(path)
     try:
         data = yaml.safe_load(path.read_text()) or {}
     except (OSError, yaml.YAMLError) as exc:
-        raise ConfigError(f"cannot read config {path}: {exc}") from exc
-    return model_config_from_dict(data)
+        raise ConfigError(f"cannot read {what} {path}: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"{what} {path}: expected a mapping at the top level")
+    return data
+
+
+def load_config(path: str | Path) -> ModelConfig:
+    """Load and validate a :class:`ModelConfig` from a YAML file."""
+    return model_config_from_dict(read_yaml(path))
 
 
 def model_config_from_dict(data: dict[str, Any]) -> ModelConfig:

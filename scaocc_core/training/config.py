@@ -11,9 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from scaocc_core.config import ConfigError, from_dict
+from scaocc_core.config import ConfigError, from_dict, read_yaml
 
 AMP_MODES = ("none", "bf16", "fp16")
 
@@ -73,12 +71,7 @@ def train_config_from_dict(data: dict[str, Any]) -> TrainConfig:
 
 def load_train_config(path: str | Path) -> TrainConfig:
     """Load and validate a :class:`TrainConfig` from a YAML file."""
-    path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except (OSError, yaml.YAMLError) as exc:
-        raise ConfigError(f"cannot read training config {path}: {exc}") from exc
-    return train_config_from_dict(data)
+    return train_config_from_dict(read_yaml(path, "training config"))
 
 
 def lr_factor(step: int, cfg: TrainConfig) -> float:
