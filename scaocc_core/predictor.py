@@ -1,7 +1,7 @@
 """The one ``Predictor`` used by the CLI, the node and the benchmarks.
 
-It owns preprocessing (resize and crop of arbitrary camera images to the network size,
-with the intrinsics' augmentation matrices updated) and runs a backend: ``torch`` here;
+It owns preprocessing (the dataset's test-time resize and crop of arbitrary camera images to
+the network size, with the augmentation matrices updated) and runs a backend: ``torch`` here;
 ``onnxruntime`` and ``tensorrt`` backends live in :mod:`scaocc_core.deploy`.
 """
 
@@ -12,12 +12,12 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import cv2
 import numpy as np
 import torch
 
 from scaocc_core.checkpoint import load_checkpoint
 from scaocc_core.config import GridConfig, ModelConfig
+from scaocc_core.data.augment import eval_image_aug, image_aug_matrix, post_rot_tran, warp_image
 from scaocc_core.deploy.graph import InferenceGraph
 from scaocc_core.grid import CLASS_NAMES
 from scaocc_core.model.causal_occ import CausalOcc
@@ -48,40 +48,6 @@ class Prediction:
     rotation_offsets: np.ndarray  # n 3 axis-angle, radians
     translation_offsets: np.ndarray  # n 3 metres
     timings_ms: dict[str, float] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class ImageTransform:
-    """Test-time resize + crop: ``aug_uv = scale * uv + 0.5 * (scale - 1) - (left, top)``."""
-
-    scale: float
-    crop_left: int
-    crop_top: int
-    out_hw: tuple[int, int]
-
-    @classmethod
-    def fit(cls, src_hw: tuple[int, int], out_hw: tuple[int, int]) -> ImageTransform:
-        """Scale so the image covers ``out_hw``; crop centred horizontally, bottom-aligned."""
-        (H, W), (h, w) = src_hw, out_hw
-        scale = max(w / W, h / H)
-        rw, rh = round(W * scale), round(H * scale)
-        return cls(scale, (rw - w) // 2, rh - h, out_hw)
-
-    def matrices(self) -> tuple[np.ndarray, np.ndarray]:
-        """``post_rot`` (3 3) and ``post_tran`` (3) in the BEVDet convention."""
-        s = self.scale
-        post_rot = np.diag([s, s, 1.0])
-        post_tran = np.array([0.5 * (s - 1) - self.crop_left, 0.5 * (s - 1) - self.crop_top, 0.0])
-        return post_rot, post_tran
-
-    def apply(self, image: np.ndarray) -> np.ndarray:
-        """Resize + crop an ``H W 3`` image to ``out_hw``."""
-        H, W = image.shape[:2]
-        h, w = self.out_hw
-        rw, rh = round(W * self.scale), round(H * self.scale)
-        interp = cv2.INTER_AREA if self.scale < 1 else cv2.INTER_LINEAR
-        resized = cv2.resize(image, (rw, rh), interpolation=interp)
-        return resized[self.crop_top : self.crop_top + h, self.crop_left : self.crop_left + w]
 
 
 class Predictor:
@@ -133,9 +99,9 @@ class Predictor:
         for i, img in enumerate(inp.images):
             if img.ndim != 3 or img.shape[2] != 3 or img.dtype != np.uint8:
                 raise PredictorError(f"image {i}: expected H W 3 uint8, got {img.shape} {img.dtype}")
-            tf = ImageTransform.fit(img.shape[:2], self.image_hw)
-            images[i] = tf.apply(img).transpose(2, 0, 1).astype(np.float32) / 255.0
-            post_rot[i], post_tran[i] = tf.matrices()
+            aug = eval_image_aug(img.shape[:2], self.image_hw)  # the dataset's test-time resize + crop
+            images[i] = warp_image(img, self.image_hw, aug).transpose(2, 0, 1).astype(np.float32) / 255.0
+            post_rot[i], post_tran[i] = post_rot_tran(image_aug_matrix(img.shape[:2], self.image_hw, aug))
         return {
             "images": images[None],
             "intrinsics": K.astype(np.float32)[None],

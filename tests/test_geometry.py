@@ -6,6 +6,7 @@ import numpy as np
 import torch
 
 from scaocc_core.config import DepthConfig, GridConfig
+from scaocc_core.data.augment import eval_image_aug, image_aug_matrix, post_rot_tran
 from scaocc_core.data.rig import NUSCENES_CAMERAS
 from scaocc_core.geometry import (
     axis_angle_to_matrix,
@@ -17,7 +18,6 @@ from scaocc_core.geometry import (
     unproject_pixels,
     voxel_centres,
 )
-from scaocc_core.predictor import ImageTransform
 
 
 def test_lidar_projects_into_each_camera(sample, lidar_points):
@@ -55,8 +55,8 @@ def test_lift_pipeline_matches_real_calibration(sample, lidar_points):
     pts = torch.from_numpy(lidar_points)
     uv, depth = project_points(pts, K, cam_T_lidar)
     keep = (depth > 1) & (uv[:, 0] >= 0) & (uv[:, 0] < 1600) & (uv[:, 1] >= 0) & (uv[:, 1] < 900)
-    tf = ImageTransform.fit((900, 1600), (256, 704))
-    post_rot, post_tran = (torch.from_numpy(m) for m in tf.matrices())
+    A = image_aug_matrix((900, 1600), (256, 704), eval_image_aug((900, 1600), (256, 704)))
+    post_rot, post_tran = (torch.from_numpy(m) for m in post_rot_tran(A))
     aug_uv = uv[keep] @ post_rot[:2, :2].T + post_tran[:2]
     frustum = torch.cat([aug_uv, depth[keep, None]], -1).view(1, 1, -1, 1, 1, 3)  # b n P 1 1 3
     ego = frustum_to_ego(frustum, K[None, None], ego_T_cam[None, None], post_rot[None, None],
