@@ -162,10 +162,7 @@ class OfflinePipeline:
 
     def _decode(self, frame: Frame) -> np.ndarray | None:
         try:
-            if hasattr(frame.msg, "format"):
-                image = convert.compressed_to_rgb(frame.msg)
-            else:
-                image = convert.image_to_rgb(frame.msg)
+            image = convert.to_rgb(frame.msg)
             convert.check_image_size(image, frame.intrinsics)
             return self.undistorter(image, frame.intrinsics)
         except convert.ConversionError as exc:

@@ -82,6 +82,12 @@ def compressed_to_rgb(msg: CompressedImage) -> np.ndarray:
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 
+def to_rgb(msg: Image | CompressedImage) -> np.ndarray:
+    """Either image message as ``H W 3`` uint8 RGB; works on rclpy and rosbags messages alike
+    (a ``CompressedImage`` is told apart by its ``format`` field)."""
+    return compressed_to_rgb(msg) if hasattr(msg, "format") else image_to_rgb(msg)  # type: ignore[arg-type]
+
+
 @dataclass(frozen=True)
 class Intrinsics:
     """Calibration of the images actually sent (ROI and binning applied to ``CameraInfo.k``)."""

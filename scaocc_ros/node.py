@@ -227,10 +227,7 @@ class OccNode(Node):
     # ---- inference (worker thread) ---------------------------------------------------------
     def _decode(self, cam: str, frame: CameraFrame) -> np.ndarray | None:
         try:
-            if isinstance(frame.msg, CompressedImage):
-                image = convert.compressed_to_rgb(frame.msg)
-            else:
-                image = convert.image_to_rgb(frame.msg)
+            image = convert.to_rgb(frame.msg)
             latest = self.intrinsics.get(cam)
             if image.shape[:2] != frame.intrinsics.image_hw and latest is not None \
                     and latest.image_hw == image.shape[:2]:
