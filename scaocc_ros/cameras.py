@@ -40,6 +40,10 @@ from scaocc_ros.synth_msgs import add_world_arguments, render_all, spec_from_arg
 
 log = logging.getLogger(__name__)
 LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+#: Ground truth is kept for late-joining readers (a scorer discovered after the first frames
+#: still gets them); readers must ask for the same durability.
+GROUND_TRUTH_QOS = QoSProfile(depth=16, reliability=ReliabilityPolicy.RELIABLE,
+                              durability=DurabilityPolicy.TRANSIENT_LOCAL)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -47,8 +51,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_world_arguments(parser)
     parser.add_argument("--loop", action="store_true", help="start again after the last frame (until Ctrl-C)")
     parser.add_argument("--wait-subscribers", type=float, default=0.0, metavar="SECONDS",
-                        help="wait up to SECONDS for a subscriber on every image topic before publishing "
-                             "(0: start at once); exit 1 if none came")
+                        help="wait up to SECONDS for a subscriber on every image and camera_info topic before "
+                             "publishing (0: start at once); exit 1 if none came")
     parser.add_argument("--ros-args", dest="ros_args", nargs=argparse.REMAINDER, default=[],
                         help="ROS arguments (remappings, use_sim_time...)")
 
@@ -72,7 +76,8 @@ class SyntheticCameras(Node):
         self.pub_by_topic = dict(zip([sm.image_topic(c, compressed) for c in self.cameras], self.pub_images))
         self.pub_by_topic.update(self.pub_infos)
         self.pub_by_topic["/tf"] = self.create_publisher(TFMessage, "/tf", 100)
-        self.pub_by_topic[sm.GROUND_TRUTH_TOPIC] = self.create_publisher(SemanticVoxelGrid, "~/ground_truth", 10)
+        self.pub_by_topic[sm.GROUND_TRUTH_TOPIC] = self.create_publisher(SemanticVoxelGrid, "~/ground_truth",
+                                                                         GROUND_TRUTH_QOS)
         self.pub_static = self.create_publisher(TFMessage, "/tf_static", LATCHED)
         self.pub_static.publish(sm.tf_static_msg(self.cameras, first.ego_T_cam, self._now_ns()))
         self.index = 0
@@ -88,8 +93,8 @@ class SyntheticCameras(Node):
         return [p for p in self.pub_by_topic.values() if p.qos_profile.reliability == ReliabilityPolicy.RELIABLE]
 
     def waiting_for(self) -> list[str]:
-        """Image topics nobody subscribes to yet."""
-        return [p.topic_name for p in self.pub_images if p.get_subscription_count() == 0]
+        """Image and camera_info topics nobody subscribes to yet (a reader needs both)."""
+        return [p.topic_name for p in (*self.pub_images, *self.pub_infos.values()) if p.get_subscription_count() == 0]
 
     def start(self, rate_hz: float) -> None:
         """Publish one frame every ``1 / rate_hz`` seconds from now on."""

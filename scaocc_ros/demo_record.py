@@ -35,6 +35,7 @@ from scaocc_ros import convert, ros_types
 from scaocc_ros import synth_msgs as sm
 from scaocc_ros.bag_synth import BagWriter
 from scaocc_ros.calibration import StaticTransformTree, pose_to_matrix
+from scaocc_ros.cameras import GROUND_TRUTH_QOS
 
 NODE = "/occ_node"
 OUTPUTS: dict[str, type] = {f"{NODE}/voxels": SemanticVoxelGrid, f"{NODE}/points": PointCloud2,
@@ -58,7 +59,7 @@ class Recorder(Node):
         self.counts: dict[str, int] = {}
         topics: dict[str, tuple[type, QoSProfile | int]] = {t: (c, 10) for t, c in OUTPUTS.items()}
         topics["/diagnostics"] = (DiagnosticArray, 10)
-        topics[sm.GROUND_TRUTH_TOPIC] = (SemanticVoxelGrid, 10)
+        topics[sm.GROUND_TRUTH_TOPIC] = (SemanticVoxelGrid, GROUND_TRUTH_QOS)
         topics["/tf"] = (TFMessage, 100)
         topics["/tf_static"] = (TFMessage, LATCHED)
         for cam in cameras:

@@ -28,6 +28,7 @@ from visualization_msgs.msg import MarkerArray
 from scaocc_core.checkpoint import save_checkpoint
 from scaocc_core.config import GridConfig, ImageConfig, load_config
 from scaocc_core.model.causal_occ import CausalOcc
+from scaocc_ros.cameras import GROUND_TRUTH_QOS
 from scaocc_ros.processes import ROOT, ChildProcesses, free_domain_id, ros_environment, scaocc_command
 
 OUTPUTS = {"voxels": SemanticVoxelGrid, "points": PointCloud2, "markers": MarkerArray, "bev": OccupancyGrid}
@@ -58,7 +59,7 @@ class Listener(Node):
             self.create_subscription(kind, f"/occ_node/{name}", self._store(name), 10)
         self.truth: dict[int, Any] = {}
         self.create_subscription(SemanticVoxelGrid, "/synthetic_cameras/ground_truth",
-                                 lambda m: self.truth.__setitem__(stamp(m), m), 10)
+                                 lambda m: self.truth.__setitem__(stamp(m), m), GROUND_TRUTH_QOS)
         self.image_stamps: dict[str, set[int]] = {c: set() for c in CAMS}
         kind, suffix = (CompressedImage, "image/compressed") if compressed else (Image, "image")
         for cam in CAMS:
