@@ -101,7 +101,7 @@ def postprocess_fn(pred: Prediction, predictor: Predictor) -> tuple[Callable[[],
     def ros_pack() -> object:
         header = Header()
         outputs.point_cloud_msg(pred, predictor.grid, header)
-        return outputs.marker_array_msg(pred, predictor.grid, header, set())
+        return outputs.marker_array_cdr(pred, predictor.grid, header, set())
 
     return ros_pack, "PointCloud2 + MarkerArray"
 

@@ -274,8 +274,8 @@ class OccNode(Node):
         grid = self.predictor.grid
         self.pub_voxels.publish(outputs.voxel_grid_msg(pred, grid, self.predictor.class_names, header))
         self.pub_points.publish(outputs.point_cloud_msg(pred, grid, header))
-        if self.pub_markers.get_subscription_count() > 0:  # one Python Point per voxel: build only when watched
-            markers, self._shown_classes = outputs.marker_array_msg(pred, grid, header, self._shown_classes)
+        if self.pub_markers.get_subscription_count() > 0:  # for RViz only: build only when watched
+            markers, self._shown_classes = outputs.marker_array_cdr(pred, grid, header, self._shown_classes)
             self.pub_markers.publish(markers)
         self.pub_bev.publish(outputs.bev_msg(pred, grid, header))
         frames = [self.intrinsics[c].frame_id if c in self.intrinsics else c for c in self.names]

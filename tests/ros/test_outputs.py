@@ -7,9 +7,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 from builtin_interfaces.msg import Time
-from rclpy.serialization import serialize_message
+from rclpy.serialization import deserialize_message, serialize_message
 from rosbags.typesys import Stores, get_types_from_msg, get_typestore
 from std_msgs.msg import Header
+from visualization_msgs.msg import MarkerArray
 
 from scaocc_core.config import GridConfig
 from scaocc_core.grid import CLASS_NAMES, FREE, PALETTE
@@ -107,6 +108,32 @@ def test_markers_one_cube_list_per_class_and_deletes(typestore) -> None:  # type
         Prediction(np.full(GRID.size, FREE, np.uint8), np.zeros(GRID.size, np.uint8), np.zeros((6, 3)),
                    np.zeros((6, 3))), GRID, HEADER, previous=shown)
     assert sorted(m.id for m in later.markers if m.action == 2) == sorted(present)
+
+
+@pytest.mark.parametrize("seed, previous", [(2, {16, 3}), (5, set()), (7, {0, 1, 2, 15})])
+def test_fast_markers_decode_to_the_reference(typestore, seed: int, previous: set[int]) -> None:  # type: ignore[no-untyped-def]
+    pred = make_prediction(seed)
+    pred.labels[0, 0, 0] = 9  # a class with a single voxel, next to classes with many
+    pred.labels[pred.labels == 11] = FREE  # a class that vanished
+    reference, shown_ref = outputs.marker_array_msg(pred, GRID, HEADER, previous)
+    data, shown = outputs.marker_array_cdr(pred, GRID, HEADER, previous)
+    assert shown == shown_ref
+    expected = serialize_message(reference)
+    assert len(data) == len(expected)  # the padding bytes are unspecified in CDR: compare decoded messages
+    assert deserialize_message(data, MarkerArray) == deserialize_message(expected, MarkerArray)
+    out = typestore.deserialize_cdr(data, "visualization_msgs/msg/MarkerArray")
+    for m in (m for m in out.markers if m.action == 0):
+        exp = np.argwhere(pred.labels == m.id) * 0.4 + np.array(GRID.lower) + 0.2
+        np.testing.assert_allclose([(p.x, p.y, p.z) for p in m.points], exp, atol=1e-9)
+
+
+def test_fast_markers_with_nothing_occupied() -> None:
+    empty = Prediction(np.full(GRID.size, FREE, np.uint8), np.zeros(GRID.size, np.uint8), np.zeros((6, 3)),
+                       np.zeros((6, 3)))
+    data, shown = outputs.marker_array_cdr(empty, GRID, HEADER, {4})
+    assert shown == set()
+    expected = serialize_message(outputs.marker_array_msg(empty, GRID, HEADER, {4})[0])
+    assert deserialize_message(data, MarkerArray) == deserialize_message(expected, MarkerArray)
 
 
 def test_bev_cells(typestore) -> None:  # type: ignore[no-untyped-def]
