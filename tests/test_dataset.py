@@ -13,7 +13,13 @@ from scaocc_core.batch import collate
 from scaocc_core.config import GridConfig, ImageConfig, ModelConfig
 from scaocc_core.data.augment import AugmentConfig
 from scaocc_core.data.dataset import OccDataset, class_frequencies, parse_synthetic_source
-from scaocc_core.data.labels import DataError, OccLabels, downsample_labels, save_occ3d_labels
+from scaocc_core.data.labels import (
+    DataError,
+    OccLabels,
+    downsample_labels,
+    downsample_labels_reference,
+    save_occ3d_labels,
+)
 from scaocc_core.data.manifest import CameraRecord, FrameRecord, Manifest
 from scaocc_core.data.noise import CameraNoise
 from scaocc_core.data.rig import load_nuscenes_sample_rig
@@ -94,6 +100,20 @@ def test_downsample_hand_made() -> None:
     tie = np.full((2, 2, 2), FREE, np.uint8)
     tie[0, 0, 0], tie[1, 1, 1] = 9, 2  # one each: the lower class index wins
     assert downsample_labels(OccLabels(tie, mc[:2], mc[:2]), (2, 2, 2)).semantics.item() == 2
+
+
+@pytest.mark.parametrize("factor", [(2, 2, 2), (1, 2, 4), (4, 1, 1)])
+def test_downsample_kernel_equals_reference(factor: tuple[int, int, int]) -> None:
+    rng = np.random.default_rng(sum(factor))
+    shape = (8, 12, 16)
+    sem = np.where(rng.random(shape) < 0.6, FREE, rng.integers(0, 4, shape)).astype(np.uint8)  # many ties
+    sem[:4, :4] = FREE  # all-free coarse voxels
+    labels = OccLabels(sem, rng.random(shape) < 0.1, rng.random(shape) < 0.05)
+    fast, ref = downsample_labels(labels, factor), downsample_labels_reference(labels, factor)
+    for a, b in ((fast.semantics, ref.semantics), (fast.mask_camera, ref.mask_camera),
+                 (fast.mask_lidar, ref.mask_lidar)):
+        assert a.dtype == b.dtype and a.shape == b.shape
+        np.testing.assert_array_equal(a, b)
 
 
 def test_manifest_round_trip(manifest_dir: Path) -> None:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from numba import njit
 
 from scaocc_core.config import GridConfig
 from scaocc_core.grid import FREE, NUM_CLASSES
@@ -85,6 +86,59 @@ def grid_factor(stored: GridConfig, target: GridConfig) -> tuple[int, int, int]:
 
 def downsample_labels(labels: OccLabels, factor: tuple[int, int, int]) -> OccLabels:
     """Coarsen labels by an integer ``factor`` per axis.
+
+    A coarse voxel takes the most frequent non-free class among its children if any child
+    is occupied (ties go to the lower class index), else free. A coarse voxel is observed
+    (mask True) if any child is observed. One pass of a numba kernel (~1 ms for 200x200x16 ->
+    100x100x8; the numpy :func:`downsample_labels_reference` takes ~20 ms).
+    """
+    if factor == (1, 1, 1):
+        return labels
+    X, Y, Z = labels.semantics.shape
+    fx, fy, fz = factor
+    if X % fx or Y % fy or Z % fz:
+        raise DataError(f"grid {labels.semantics.shape} not divisible by factor {factor}")
+    sem, mc, ml = _downsample_kernel(np.ascontiguousarray(labels.semantics, np.uint8),
+                                     np.ascontiguousarray(labels.mask_camera, np.bool_),
+                                     np.ascontiguousarray(labels.mask_lidar, np.bool_), fx, fy, fz)
+    return OccLabels(sem, mc, ml)
+
+
+@njit(cache=True)
+def _downsample_kernel(sem: np.ndarray, mask_camera: np.ndarray, mask_lidar: np.ndarray, fx: int, fy: int,
+                       fz: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``X Y Z`` semantics and masks -> ``X/fx Y/fy Z/fz`` (see :func:`downsample_labels`)."""
+    cx, cy, cz = sem.shape[0] // fx, sem.shape[1] // fy, sem.shape[2] // fz
+    out = np.full((cx, cy, cz), FREE, np.uint8)
+    mc = np.zeros((cx, cy, cz), np.bool_)
+    ml = np.zeros((cx, cy, cz), np.bool_)
+    counts = np.zeros(NUM_CLASSES, np.int64)
+    for i in range(cx):
+        for j in range(cy):
+            for k in range(cz):
+                counts[:] = 0
+                any_occupied, cam, lid = False, False, False
+                for a in range(i * fx, (i + 1) * fx):
+                    for b in range(j * fy, (j + 1) * fy):
+                        for c in range(k * fz, (k + 1) * fz):
+                            v = sem[a, b, c]
+                            if v != FREE:
+                                counts[v] += 1
+                                any_occupied = True
+                            cam |= mask_camera[a, b, c]
+                            lid |= mask_lidar[a, b, c]
+                if any_occupied:
+                    best = 0
+                    for q in range(1, NUM_CLASSES):
+                        if counts[q] > counts[best]:
+                            best = q
+                    out[i, j, k] = best
+                mc[i, j, k], ml[i, j, k] = cam, lid
+    return out, mc, ml
+
+
+def downsample_labels_reference(labels: OccLabels, factor: tuple[int, int, int]) -> OccLabels:
+    """Plain numpy :func:`downsample_labels` (the reference its kernel is tested against).
 
     A coarse voxel takes the most frequent non-free class among its children if any child
     is occupied (ties go to the lower class index), else free. A coarse voxel is observed
