@@ -81,6 +81,36 @@ def synthetic_prediction(cfg: ModelConfig) -> Prediction:
     return Prediction(labels, np.full(labels.shape, 200, np.uint8), np.zeros((n, 3)), np.zeros((n, 3)))
 
 
+def preprocess_fn(inp: PredictorInput, predictor: Predictor) -> tuple[Callable[[], object], str]:
+    """The node's input side for one set: six raw ``bgr8`` Image messages -> RGB -> model feeds."""
+    try:
+        from sensor_msgs.msg import Image
+
+        from scaocc_ros import convert
+    except ImportError:
+        return partial(predictor.preprocess, inp), "preprocess (scaocc_ros not importable)"
+    msgs = []
+    for img in inp.images:
+        h, w = img.shape[:2]
+        msgs.append(Image(height=h, width=w, encoding="bgr8", step=3 * w, data=img[..., ::-1].tobytes()))
+
+    def ros_pre() -> object:
+        images = [convert.to_rgb(m) for m in msgs]
+        return predictor.preprocess(PredictorInput(images, inp.intrinsics, inp.ego_T_cam, inp.camera_valid))
+
+    return ros_pre, "bgr8 Image -> RGB -> preprocess"
+
+
+def jpeg_decode_ms(inp: PredictorInput, repeats: int) -> float:
+    """Median ms to decode the set as JPEG ``CompressedImage`` data (``image_transport: compressed``)."""
+    import cv2
+
+    blobs = [cv2.imencode(".jpg", img[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, 90])[1] for img in inp.images]
+    wall, _ = timed(lambda: [cv2.cvtColor(cv2.imdecode(b, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)  # type: ignore[arg-type]
+                             for b in blobs], repeats)
+    return 1e3 * wall
+
+
 def postprocess_fn(pred: Prediction, predictor: Predictor) -> tuple[Callable[[], object], str]:
     """The node's output packing for one prediction, and what it measures."""
     try:
@@ -100,10 +130,12 @@ def postprocess_fn(pred: Prediction, predictor: Predictor) -> tuple[Callable[[],
 
     def ros_pack() -> object:
         header = Header()
+        outputs.voxel_grid_msg(pred, predictor.grid, predictor.class_names, header)
         outputs.point_cloud_msg(pred, predictor.grid, header)
+        outputs.bev_msg(pred, predictor.grid, header)
         return outputs.marker_array_cdr(pred, predictor.grid, header, set())
 
-    return ros_pack, "PointCloud2 + MarkerArray"
+    return ros_pack, "voxels + PointCloud2 + OccupancyGrid + MarkerArray"
 
 
 def backends_for(ckpt: Path, device: str, threads: int, compile_torch: bool
@@ -127,14 +159,15 @@ def backends_for(ckpt: Path, device: str, threads: int, compile_torch: bool
 
 
 def bench_config(name: str, device: str, repeats: int, threads: int, compile_torch: bool,
-                 workdir: Path) -> list[list[str]]:
-    """Rows of the table for one config on one device."""
+                 workdir: Path) -> tuple[list[list[str]], set[str]]:
+    """Rows of the table for one config on one device, and what pre and post measured."""
     cfg = load_config(ROOT / "config" / "model" / f"{name}.yaml")
     torch.manual_seed(0)
     ckpt = save_checkpoint(workdir / f"{name}.pt", CausalOcc(cfg), cfg)
     inp = camera_input(cfg)
     realistic = synthetic_prediction(cfg)
     rows: list[list[str]] = []
+    legend: set[str] = set()
     eager: float | None = None
     for label, factory in backends_for(ckpt, device, threads, compile_torch):
         try:
@@ -144,17 +177,19 @@ def bench_config(name: str, device: str, repeats: int, threads: int, compile_tor
             continue
         feeds = predictor.preprocess(inp)
         net, cpu = timed(partial(predictor.run, feeds), repeats, warmup=2 if "compiled" in label else 1)
-        pre, _ = timed(partial(predictor.preprocess, inp), repeats)
+        pre_fn, pre_what = preprocess_fn(inp, predictor)
+        pre, _ = timed(pre_fn, repeats)
         post_fn, post_what = postprocess_fn(realistic, predictor)
         post, _ = timed(post_fn, repeats)
+        legend |= {f"pre: {pre_what}", f"post: {post_what}"}
         eager = net if eager is None else eager
         frame = pre + net + post
         rows.append([name, device, label, f"{1e3 * net:.1f}", f"{1 / frame:.2f}", f"{eager / net:.2f}x",
                      f"{1e3 * cpu:.0f}", f"{100 * (pre + post) / frame:.1f}%",
-                     f"pre {1e3 * pre:.1f} ms, post {1e3 * post:.1f} ms ({post_what})"])
+                     f"pre {1e3 * pre:.1f} ms, post {1e3 * post:.1f} ms"])
         if isinstance(predictor, TorchPredictor) and device.startswith("cuda") and label == "torch eager":
             rows.append(pool_row(name, predictor, inp))
-    return rows
+    return rows, legend
 
 
 def pool_row(name: str, predictor: TorchPredictor, inp: PredictorInput) -> list[str]:
@@ -193,16 +228,20 @@ def main() -> None:
     header = ["config", "device", "backend", "latency ms", "frame FPS", "vs eager", "CPU ms", "pre+post",
               "notes"]
     rows: list[list[str]] = []
+    legend: set[str] = set()
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.configs:
             for device in devices:
                 slow = name.endswith("r50") and device == "cpu"  # minutes per compile, ~20 s a frame
                 repeats = 2 if slow else args.repeats
-                rows += bench_config(name, device, repeats, threads, not (args.no_compile or slow), Path(tmp))
+                new, what = bench_config(name, device, repeats, threads, not (args.no_compile or slow), Path(tmp))
+                rows, legend = rows + new, legend | what
     gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else "none"
     print(f"\ntorch {torch.__version__}, {threads} CPU threads, GPU: {gpu}")
     print("latency: network only (median); frame FPS: 1 / (pre + network + post); vs eager: eager latency /"
-          " latency; CPU ms: process CPU time per network run\n")
+          " latency; CPU ms: process CPU time per network run")
+    print("; ".join(sorted(legend)) + f"; with image_transport: compressed, decoding six 900x1600 JPEGs adds "
+          f"{jpeg_decode_ms(camera_input(load_config(ROOT / 'config/model/scaocc_tiny.yaml')), args.repeats):.1f} ms\n")
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
     for r in [header, ["-" * w for w in widths], *rows]:
         print("| " + " | ".join(c.ljust(w) for c, w in zip(r, widths)) + " |")
