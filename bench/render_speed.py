@@ -21,6 +21,7 @@ import argparse
 import math
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -52,6 +53,11 @@ def median_ms(fn: Callable[[int], object], frames: int) -> tuple[float, float]:
         wall.append(time.perf_counter() - t0)
         cpu.append(time.process_time() - c0)
     return 1000.0 * float(np.median(wall)), 1000.0 * float(np.median(cpu))
+
+
+def whole_frame(spec: SynthSpec, parallel: bool, i: int) -> object:
+    """Frame ``i`` (modulo the scene length) of scene 0, everything included."""
+    return F.render_frame(spec, 0, i % spec.frames, parallel)
 
 
 def training_step(frames: int, steps: int) -> tuple[tuple[float, float], tuple[float, float], tuple[float, float]]:
@@ -100,12 +106,12 @@ def main() -> None:
         K = np.stack([c.K for c in rig.cameras])
         E = np.stack([c.ego_T_cam for c in rig.cameras])
         for parallel in (True, False):
-            F.PARALLEL = parallel
 
-            def render(i: int, h: int = h, w: int = w, K: np.ndarray = K, E: np.ndarray = E) -> object:
+            def render(i: int, h: int = h, w: int = w, K: np.ndarray = K, E: np.ndarray = E,
+                       parallel: bool = parallel) -> object:
                 x, y, yaw, prims = setup(i)
                 return F.render_images(scene, prims, F.planar_transform(x, y, yaw) @ E, K, h, w,  # type: ignore[arg-type]
-                                       (x, y), 1)
+                                       (x, y), 1, parallel)
 
             rows.append((f"render 6 cams {h}x{w} ({'parallel' if parallel else 'serial'})",
                          median_ms(render, args.frames)))
@@ -127,11 +133,9 @@ def main() -> None:
     gt = vox(0)
     rows.append(("mask_lidar", median_ms(lambda i: lidar_mask(gt, base.grid), args.frames)))  # type: ignore[arg-type]
     for parallel in (True, False):
-        F.PARALLEL = parallel
         rows.append((f"render_frame 128x352 ({'parallel' if parallel else 'serial'}, all of it)",
-                     median_ms(lambda i: F.render_frame(base, 0, i % base.frames), args.frames)))
-    F.PARALLEL = False
-    rows += [("OccDataset item, on the fly (first visit)", first), ("OccDataset item, cached (later epochs)", cached)]
+                     median_ms(partial(whole_frame, base, parallel), args.frames)))
+    rows += [("OccDataset item, first visit (in-process)", first), ("OccDataset item, cached (later epochs)", cached)]
     print(f"scene generation (once per scene, cached): {gen_ms:.0f} ms")
     print(f"reference: scaocc_tiny training step (cpu.yaml, causal loss, {args.threads} threads): "
           f"{step_ms:.0f} ms wall, {step_cpu:.0f} ms CPU")

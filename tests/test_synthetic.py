@@ -115,7 +115,7 @@ def test_determinism_of_frames() -> None:
     spec = SynthSpec(seed=5, scenes=1, frames=3, height=32, width=88)
     a = render_frame(spec, 0, 2)
     get_scene.cache_clear()
-    b = render_frame(spec, 0, 2)
+    b = render_frame(spec, 0, 2, parallel=True)
     for name in ("images", "sem2d", "depth2d", "semantics", "mask_camera", "mask_lidar", "global_T_ego"):
         assert np.array_equal(getattr(a, name), getattr(b, name)), name
     c = render_frame(SynthSpec(seed=6, scenes=1, frames=3, height=32, width=88), 0, 2)
@@ -127,8 +127,8 @@ def test_determinism_of_frames() -> None:
 
 def test_write_dataset_is_byte_identical_and_round_trips(tmp_path: Path) -> None:
     spec = SynthSpec(seed=2, scenes=2, frames=2, height=32, width=88)
-    m1 = write_dataset(tmp_path / "a", spec, val_scenes=1)
-    write_dataset(tmp_path / "b", spec, val_scenes=1)
+    m1 = write_dataset(tmp_path / "a", spec, val_scenes=1)  # this process, numba threads
+    write_dataset(tmp_path / "b", spec, val_scenes=1, workers=2)  # two single-threaded processes
     files = sorted(p.relative_to(tmp_path / "a") for p in (tmp_path / "a").rglob("*") if p.is_file())
     assert files == sorted(p.relative_to(tmp_path / "b") for p in (tmp_path / "b").rglob("*") if p.is_file())
     for rel in files:

@@ -21,7 +21,7 @@ from typing import Any
 import cv2
 import numpy as np
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, get_worker_info
 
 from scaocc_core.batch import Batch, CameraInputs, Targets
 from scaocc_core.config import GridConfig, ModelConfig
@@ -154,7 +154,8 @@ class _SyntheticSource:
         from scaocc_core.data.synthetic import render_frame
 
         scene, frame_index = self.scenes[index // self.spec.frames], index % self.spec.frames
-        f = render_frame(self.spec, scene, frame_index)
+        # In the training process itself (num_workers 0) the cores are idle while it renders.
+        f = render_frame(self.spec, scene, frame_index, parallel=get_worker_info() is None)
         return RawFrame(
             token=f.token,
             images=list(f.images),

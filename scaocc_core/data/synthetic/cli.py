@@ -24,6 +24,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--preset", choices=sorted(PRESETS), default="default", help="difficulty")
     parser.add_argument("--resolution", default="128x352", help="render size HxW (default 128x352)")
     parser.add_argument("--rate-hz", type=float, default=2.0, help="frame rate (nuScenes keyframes: 2)")
+    parser.add_argument("--workers", type=int, default=1,
+                        help="render in N processes (same bytes; 1 = this process with numba threads)")
     parser.add_argument("--val-scenes", type=int, default=None,
                         help="last K scenes form the val split (default: a fifth, at least 1 if scenes > 1)")
 
@@ -55,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
         val = args.val_scenes if args.val_scenes is not None else (max(1, args.scenes // 5) if args.scenes > 1 else 0)
         spec = SynthSpec(seed=args.seed, scenes=args.scenes, frames=args.frames, preset=args.preset,
                          height=height, width=width, rate_hz=args.rate_hz)
-        manifest = write_dataset(args.out, spec, val)
+        manifest = write_dataset(args.out, spec, val, workers=args.workers)
     except (ValueError, OSError) as exc:
         print(f"scaocc synth: {exc}", file=sys.stderr)
         return 2

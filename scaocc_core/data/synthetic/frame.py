@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import os
 from functools import lru_cache
 
 import numpy as np
@@ -17,9 +16,6 @@ from scaocc_core.data.synthetic.spec import SynthFrame, SynthSpec, frame_token, 
 from scaocc_core.data.synthetic.voxelize import camera_mask, lidar_mask, voxelize
 
 BUCKET = 4.0  # metres per bucket-grid cell
-#: Rendering runs on one thread unless ``SCAOCC_SYNTH_PARALLEL=1``: on-the-fly data comes from
-#: several DataLoader worker processes already, and numba's threads are not safe across fork.
-PARALLEL = os.environ.get("SCAOCC_SYNTH_PARALLEL", "") == "1"
 
 
 def planar_transform(x: float, y: float, yaw: float) -> np.ndarray:
@@ -49,8 +45,13 @@ def _pixel_rays(K_bytes: bytes, height: int, width: int) -> np.ndarray:
 
 
 def render_images(scene: Scene, prims: Prims, global_T_cams: np.ndarray, K: np.ndarray, height: int, width: int,
-                  ego_xy: tuple[float, float], seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """RGB (n H W 3 uint8), semantics (n H W uint8) and depth (n H W float32) of ``n`` cameras."""
+                  ego_xy: tuple[float, float], seed: int, parallel: bool = False,
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """RGB (n H W 3 uint8), semantics (n H W uint8) and depth (n H W float32) of ``n`` cameras.
+
+    ``parallel`` spreads image rows over numba's threads (same bytes); leave it off in worker
+    processes that already run one per core.
+    """
     n = len(K)
     reach = VIEW_RANGE + 10.0
     nb = int(math.ceil(2 * reach / BUCKET))
@@ -61,7 +62,7 @@ def render_images(scene: Scene, prims: Prims, global_T_cams: np.ndarray, K: np.n
     rgb = np.empty((n, height, width, 3), np.uint8)
     sem = np.empty((n, height, width), np.uint8)
     depth = np.empty((n, height, width), np.float32)
-    kernel = render_parallel if PARALLEL else render_serial
+    kernel = render_parallel if parallel else render_serial
     layout = scene.layout
     objects = (prims.kind, prims.geo, prims.color, prims.inst, prims.pattern, prims.cls,
                footprint_radius(prims.kind, prims.geo))
@@ -73,8 +74,12 @@ def render_images(scene: Scene, prims: Prims, global_T_cams: np.ndarray, K: np.n
     return rgb, sem, depth
 
 
-def render_frame(spec: SynthSpec, scene_index: int, frame_index: int) -> SynthFrame:
-    """Render frame ``frame_index`` of scene ``scene_index``: images, 2D truth, Occ3D truth."""
+def render_frame(spec: SynthSpec, scene_index: int, frame_index: int, parallel: bool = False) -> SynthFrame:
+    """Render frame ``frame_index`` of scene ``scene_index``: images, 2D truth, Occ3D truth.
+
+    A pure function of its arguments; ``parallel`` (numba threads for the images) changes the
+    speed only, never the bytes.
+    """
     if not 0 <= scene_index < spec.scenes:
         raise IndexError(f"scene_index {scene_index} outside 0..{spec.scenes - 1}")
     if not 0 <= frame_index < spec.frames:
@@ -89,7 +94,7 @@ def render_frame(spec: SynthSpec, scene_index: int, frame_index: int) -> SynthFr
     prims = scene.prims_near(t, x, y, VIEW_RANGE + 10.0)
     seed = (scene.texture_seed + 7919 * frame_index) % (1 << 30)
     images, sem2d, depth2d = render_images(scene, prims, global_T_ego @ ego_T_cam, K, spec.height, spec.width,
-                                           (x, y), seed)
+                                           (x, y), seed, parallel)
     c, s = math.cos(yaw), math.sin(yaw)
     prims_ego = prims.transformed(c, -s, -(c * x + s * y), s * x - c * y)  # rotate by -yaw after shifting
     semantics = voxelize(prims_ego, scene.layout, (x, y, yaw), spec.grid)

@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import io
 import logging
+import multiprocessing
 import zipfile
+from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import cv2
@@ -58,31 +61,52 @@ def write_frame(out_dir: Path, frame: SynthFrame) -> FrameRecord:
                        global_T_ego=tuple(map(tuple, frame.global_T_ego.tolist())), occ_path=occ, cameras=cameras)
 
 
-def write_dataset(out_dir: Path, spec: SynthSpec, val_scenes: int) -> Manifest:
+def _render_and_write(out_dir: Path, spec: SynthSpec, scene: int, index: int, parallel: bool,
+                      ) -> tuple[FrameRecord, np.ndarray, list[str]]:
+    """Render and write one frame: its record, its ``18`` voxel counts per class, the camera names."""
+    frame = render_frame(spec, scene, index, parallel)
+    histogram = np.bincount(frame.semantics.ravel(), minlength=NUM_CLASSES)
+    return write_frame(out_dir, frame), histogram, list(frame.camera_names)
+
+
+def _written(out_dir: Path, spec: SynthSpec, workers: int,
+             ) -> Iterator[tuple[FrameRecord, np.ndarray, list[str]]]:
+    """Every frame rendered and written, in (scene, frame) order, by ``workers`` processes."""
+    jobs = [(scene, index) for scene in range(spec.scenes) for index in range(spec.frames)]
+    if workers <= 1:  # in this process, with numba threads
+        for scene, index in jobs:
+            yield _render_and_write(out_dir, spec, scene, index, True)
+        return
+    # Spawned, single-threaded workers: numba's thread pool must not be forked.
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        yield from pool.map(_render_and_write, *zip(*[(out_dir, spec, s, i, False) for s, i in jobs]))
+
+
+def write_dataset(out_dir: Path, spec: SynthSpec, val_scenes: int, workers: int = 1) -> Manifest:
     """Render every frame of ``spec`` into ``out_dir`` and save ``manifest.json``.
 
     The last ``val_scenes`` scenes form the ``val`` split, the others ``train`` (whole scenes,
     never mixed). ``manifest.extra`` holds the spec (``synth_spec``) and the voxel count of
-    each class over all frames (``class_histogram``).
+    each class over all frames (``class_histogram``). ``workers`` > 1 renders in that many
+    processes; the bytes written do not depend on it.
     """
     if not 0 <= val_scenes <= spec.scenes:
         raise ValueError(f"val_scenes must be within 0..{spec.scenes}, got {val_scenes}")
+    if workers < 1:
+        raise ValueError(f"workers must be at least 1, got {workers}")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     frames: list[FrameRecord] = []
     splits: dict[str, list[int]] = {"train": [], "val": []}
     histogram = np.zeros(NUM_CLASSES, np.int64)
     names: list[str] = []
-    with tqdm(total=spec.scenes * spec.frames, desc="synth", unit="frame") as bar:
-        for scene in range(spec.scenes):
-            split = "val" if scene >= spec.scenes - val_scenes else "train"
-            for index in range(spec.frames):
-                frame = render_frame(spec, scene, index)
-                names = frame.camera_names
-                histogram += np.bincount(frame.semantics.ravel(), minlength=NUM_CLASSES)
-                splits[split].append(len(frames))
-                frames.append(write_frame(out_dir, frame))
-                bar.update(1)
+    first_val = (spec.scenes - val_scenes) * spec.frames
+    for record, counts, cameras in tqdm(_written(out_dir, spec, workers), total=spec.scenes * spec.frames,
+                                        desc="synth", unit="frame"):
+        names = cameras
+        histogram += counts
+        splits["val" if len(frames) >= first_val else "train"].append(len(frames))
+        frames.append(record)
     manifest = Manifest(
         root=out_dir, source="synthetic", camera_names=names, frames=frames, splits=splits,
         grid={"lower": list(spec.grid.lower), "upper": list(spec.grid.upper), "size": list(spec.grid.size)},
