@@ -77,8 +77,8 @@ def render_images(scene: Scene, prims: Prims, global_T_cams: np.ndarray, K: np.n
 def render_frame(spec: SynthSpec, scene_index: int, frame_index: int, parallel: bool = False) -> SynthFrame:
     """Render frame ``frame_index`` of scene ``scene_index``: images, 2D truth, Occ3D truth.
 
-    A pure function of its arguments; ``parallel`` (numba threads for the images) changes the
-    speed only, never the bytes.
+    A pure function of its arguments; ``parallel`` (numba threads for the images and the
+    visibility masks) changes the speed only, never the bytes.
     """
     if not 0 <= scene_index < spec.scenes:
         raise IndexError(f"scene_index {scene_index} outside 0..{spec.scenes - 1}")
@@ -110,6 +110,6 @@ def render_frame(spec: SynthSpec, scene_index: int, frame_index: int, parallel: 
         sem2d=sem2d,
         depth2d=depth2d,
         semantics=semantics,
-        mask_camera=camera_mask(semantics, spec.grid, K, ego_T_cam, spec.height, spec.width),
-        mask_lidar=lidar_mask(semantics, spec.grid),
+        mask_camera=camera_mask(semantics, spec.grid, K, ego_T_cam, spec.height, spec.width, parallel=parallel),
+        mask_lidar=lidar_mask(semantics, spec.grid, parallel),
     )

@@ -13,7 +13,7 @@ import math
 from functools import lru_cache
 
 import numpy as np
-from numba import njit
+from numba import njit, prange
 
 from scaocc_core.config import GridConfig
 from scaocc_core.data.synthetic.layout import FLAT_TOP, RES, Layout
@@ -167,6 +167,47 @@ def _steps_left(pos: int, step: int, size: int) -> int:
     return 1 << 62
 
 
+@njit(cache=True, inline="always")
+def _walk_ray(r: int, flat_sem: np.ndarray, shape: tuple[int, int, int], lower: np.ndarray, vs: np.ndarray,
+              origins: np.ndarray, dirs: np.ndarray, flat_mask: np.ndarray) -> None:
+    """Mark the voxels ray ``r`` traverses up to and including its first occupied one."""
+    X, Y, Z = shape
+    px = (origins[r, 0] - lower[0]) / vs[0]
+    py = (origins[r, 1] - lower[1]) / vs[1]
+    pz = (origins[r, 2] - lower[2]) / vs[2]
+    i, j, k = int(math.floor(px)), int(math.floor(py)), int(math.floor(pz))
+    if not (0 <= i < X and 0 <= j < Y and 0 <= k < Z):
+        return
+    si, ti, di = _axis(px, dirs[r, 0] / vs[0])
+    sj, tj, dj = _axis(py, dirs[r, 1] / vs[1])
+    sk, tk, dk = _axis(pz, dirs[r, 2] / vs[2])
+    left_i, left_j, left_k = _steps_left(i, si, X), _steps_left(j, sj, Y), _steps_left(k, sk, Z)
+    step_i, step_j = si * Y * Z, sj * Z
+    idx = (i * Y + j) * Z + k
+    while True:
+        flat_mask[idx] = True
+        if flat_sem[idx] != FREE:
+            return
+        if ti <= tj and ti <= tk:
+            if left_i == 0:
+                return
+            left_i -= 1
+            idx += step_i
+            ti += di
+        elif tj <= tk:
+            if left_j == 0:
+                return
+            left_j -= 1
+            idx += step_j
+            tj += dj
+        else:
+            if left_k == 0:
+                return
+            left_k -= 1
+            idx += sk
+            tk += dk
+
+
 @njit(cache=True)
 def cast_visibility(sem: np.ndarray, lower: np.ndarray, vs: np.ndarray, origins: np.ndarray, dirs: np.ndarray,
                     mask: np.ndarray) -> None:
@@ -177,43 +218,18 @@ def cast_visibility(sem: np.ndarray, lower: np.ndarray, vs: np.ndarray, origins:
     checks the bound of the axis it steps along.
     """
     X, Y, Z = sem.shape
-    flat_sem = sem.reshape(-1)  # (X Y Z)
-    flat_mask = mask.reshape(-1)  # (X Y Z)
     for r in range(origins.shape[0]):
-        px = (origins[r, 0] - lower[0]) / vs[0]
-        py = (origins[r, 1] - lower[1]) / vs[1]
-        pz = (origins[r, 2] - lower[2]) / vs[2]
-        i, j, k = int(math.floor(px)), int(math.floor(py)), int(math.floor(pz))
-        if not (0 <= i < X and 0 <= j < Y and 0 <= k < Z):
-            continue
-        si, ti, di = _axis(px, dirs[r, 0] / vs[0])
-        sj, tj, dj = _axis(py, dirs[r, 1] / vs[1])
-        sk, tk, dk = _axis(pz, dirs[r, 2] / vs[2])
-        left_i, left_j, left_k = _steps_left(i, si, X), _steps_left(j, sj, Y), _steps_left(k, sk, Z)
-        step_i, step_j = si * Y * Z, sj * Z
-        idx = (i * Y + j) * Z + k
-        while True:
-            flat_mask[idx] = True
-            if flat_sem[idx] != FREE:
-                break
-            if ti <= tj and ti <= tk:
-                if left_i == 0:
-                    break
-                left_i -= 1
-                idx += step_i
-                ti += di
-            elif tj <= tk:
-                if left_j == 0:
-                    break
-                left_j -= 1
-                idx += step_j
-                tj += dj
-            else:
-                if left_k == 0:
-                    break
-                left_k -= 1
-                idx += sk
-                tk += dk
+        _walk_ray(r, sem.reshape(-1), (X, Y, Z), lower, vs, origins, dirs, mask.reshape(-1))
+
+
+@njit(cache=True, parallel=True)
+def cast_visibility_parallel(sem: np.ndarray, lower: np.ndarray, vs: np.ndarray, origins: np.ndarray,
+                             dirs: np.ndarray, mask: np.ndarray) -> None:
+    """:func:`cast_visibility` with the rays spread over numba threads (same mask: every
+    thread only ever stores ``True``)."""
+    X, Y, Z = sem.shape
+    for r in prange(origins.shape[0]):
+        _walk_ray(r, sem.reshape(-1), (X, Y, Z), lower, vs, origins, dirs, mask.reshape(-1))
 
 
 def _grid_arrays(grid: GridConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -236,11 +252,12 @@ def voxelize(prims_ego: Prims, layout: Layout, ego_pose: tuple[float, float, flo
 
 
 def camera_mask(sem: np.ndarray, grid: GridConfig, K: np.ndarray, ego_T_cam: np.ndarray, height: int, width: int,
-                step_rad: float = 0.007) -> np.ndarray:
+                step_rad: float = 0.007, parallel: bool = False) -> np.ndarray:
     """Voxels observed by the cameras (``K`` n 3 3, ``ego_T_cam`` n 4 4): ``X Y Z`` bool.
 
     Rays are cast on a pixel lattice spaced about ``step_rad`` apart (a voxel seen from the
     grid's far corner), Occ3D style: each ray observes voxels up to its first occupied one.
+    ``parallel`` casts on numba's threads (same mask).
     """
     lower, vs, _ = _grid_arrays(grid)
     sem = np.ascontiguousarray(sem)
@@ -248,7 +265,7 @@ def camera_mask(sem: np.ndarray, grid: GridConfig, K: np.ndarray, ego_T_cam: np.
     for Kc, T in zip(K, ego_T_cam):
         origins, dirs = _lattice_rays(np.asarray(Kc, np.float64).tobytes(), np.asarray(T, np.float64).tobytes(),
                                       height, width, step_rad)
-        cast_visibility(sem, lower, vs, origins, dirs, mask)
+        (cast_visibility_parallel if parallel else cast_visibility)(sem, lower, vs, origins, dirs, mask)
     return mask
 
 
@@ -274,12 +291,13 @@ def _lattice_rays(K_bytes: bytes, T_bytes: bytes, height: int, width: int,
     return origins, dirs
 
 
-def lidar_mask(sem: np.ndarray, grid: GridConfig) -> np.ndarray:
-    """Voxels observed by a simulated 32-beam top LiDAR: ``X Y Z`` bool."""
+def lidar_mask(sem: np.ndarray, grid: GridConfig, parallel: bool = False) -> np.ndarray:
+    """Voxels observed by a simulated 32-beam top LiDAR: ``X Y Z`` bool (``parallel``: numba threads)."""
     lower, vs, _ = _grid_arrays(grid)
     origins, dirs = _lidar_rays()
     mask = np.zeros(sem.shape, bool)
-    cast_visibility(np.ascontiguousarray(sem), lower, vs, origins, dirs, mask)
+    (cast_visibility_parallel if parallel else cast_visibility)(np.ascontiguousarray(sem), lower, vs, origins, dirs,
+                                                                mask)
     return mask
 
 
