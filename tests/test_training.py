@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pickle
 from dataclasses import replace
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from scaocc_core.training.config import TrainConfig, lr_factor, train_config_fro
 from scaocc_core.training.distributed import DistInfo
 from scaocc_core.training.engine import FINAL, LAST, train
 from scaocc_core.training.records import read_metrics
+from scaocc_core.training.synthdata import CachedFrames
 
 from .train_fixtures import micro_config, micro_train_config, write_micro_world
 
@@ -91,3 +93,25 @@ def test_resume_with_another_config_is_refused(world: str, tmp_path: Path) -> No
     other = replace(micro_config(), name="other")
     with pytest.raises(CheckpointError, match="another model config"):
         train(other, micro_train_config(2), world, tmp_path, DistInfo(), resume=True, progress=False)
+
+
+class CountingSource:
+    """A frame source that counts its renders."""
+
+    grid = None
+    calls = 0
+
+    def __len__(self) -> int:
+        return 3
+
+    def frame(self, index: int) -> list[int]:
+        CountingSource.calls += 1
+        return [index] * 1000
+
+
+def test_frame_cache_is_not_pickled_to_workers() -> None:
+    cached = CachedFrames(CountingSource())
+    assert cached.frame(1) == cached.frame(1) and CountingSource.calls == 1  # rendered once, then kept
+    copy = pickle.loads(pickle.dumps(cached))  # what a spawned DataLoader worker receives
+    assert copy.cache == {} and cached.cache.keys() == {1}
+    assert copy.frame(2) == [2] * 1000
