@@ -29,6 +29,28 @@ class PredictorError(ValueError):
     """The predictor was given inputs it cannot use (wrong count, bad calibration...)."""
 
 
+#: Scale denominators a JPEG decoder can apply while decoding (libjpeg DCT scaling).
+DECODE_REDUCTIONS: tuple[int, ...] = (1, 2, 4, 8)
+
+
+def decode_reduction(src_hw: tuple[int, int], model_hw: tuple[int, int]) -> int:
+    """The largest ``s`` of :data:`DECODE_REDUCTIONS` at which an image may be decoded.
+
+    ``preprocess`` resizes a ``src_hw`` image by ``resize`` (from
+    :func:`~scaocc_core.data.augment.eval_image_aug`) before cropping to ``model_hw``.
+    Decoding at ``1/s`` first (``ceil(H/s) x ceil(W/s)`` pixels, e.g. OpenCV's
+    ``IMREAD_REDUCED_COLOR_s``) loses nothing as long as ``s * resize <= 1``: the test-time
+    resize then still shrinks (or keeps) the reduced image and never upsamples it. The
+    intrinsics of the reduced image are those of ``src_hw`` scaled by ``1/s`` with the
+    pixel-centre convention ``u' = (u + 0.5) / s - 0.5``. Returns 1 when the model needs
+    the full resolution (or more).
+    """
+    if min(src_hw) <= 0 or min(model_hw) <= 0:
+        raise PredictorError(f"image sizes must be positive, got source {src_hw} and model {model_hw}")
+    resize = eval_image_aug(src_hw, model_hw).resize
+    return max(s for s in DECODE_REDUCTIONS if s * resize <= 1.0 or s == 1)
+
+
 @dataclass
 class PredictorInput:
     """One synchronised camera set, as the node or a dataset provides it."""
@@ -79,6 +101,10 @@ class Predictor:
         """A randomly initialised model (tests and benchmarks)."""
         torch.manual_seed(seed)
         return cls(CausalOcc(cfg), cfg, device)
+
+    def decode_reduction(self, src_hw: tuple[int, int]) -> int:
+        """:func:`decode_reduction` of ``src_hw`` images for this model's input size."""
+        return decode_reduction(src_hw, self.image_hw)
 
     def preprocess(self, inp: PredictorInput) -> dict[str, np.ndarray]:
         """Validate, resize and crop; returns the graph inputs (batch 1, float32)."""

@@ -160,11 +160,13 @@ class OfflinePipeline:
         for s in self.sync.add(cam, stamp, Frame(msg, intr, ego_T_cam), log_time_ns):
             self.infer(s, log_time_ns)
 
-    def _decode(self, frame: Frame) -> np.ndarray | None:
+    def _decode(self, frame: Frame) -> tuple[np.ndarray, convert.Intrinsics] | None:
+        """The image (undistorted) and the intrinsics of its pixels, as the node decodes it."""
         try:
-            image = convert.to_rgb(frame.msg)
-            convert.check_image_size(image, frame.intrinsics)
-            return self.undistorter(image, frame.intrinsics)
+            image, intr = convert.decode(frame.msg, frame.intrinsics,
+                                         self.predictor.decode_reduction(frame.intrinsics.image_hw))
+            convert.check_image_size(image, intr)
+            return self.undistorter(image, intr), intr
         except convert.ConversionError as exc:
             self.stats.malformed += 1
             log.warning("skipped an undecodable image: %s", exc)
@@ -175,15 +177,15 @@ class OfflinePipeline:
         images, Ks, Ts, valid = [], [], [], []
         h, w = self.predictor.image_hw
         for frame in s.items:
-            image = self._decode(frame) if frame is not None else None
-            if frame is None or image is None:  # missing: black image, generic pinhole, features zeroed
+            decoded = self._decode(frame) if frame is not None else None
+            if frame is None or decoded is None:  # missing: black image, generic pinhole, features zeroed
                 images.append(np.zeros((h, w, 3), np.uint8))
                 Ks.append(np.array([[w, 0.0, (w - 1) / 2], [0.0, w, (h - 1) / 2], [0.0, 0.0, 1.0]]))
                 Ts.append(np.eye(4))
                 valid.append(False)
             else:
-                images.append(image)
-                Ks.append(frame.intrinsics.K)
+                images.append(decoded[0])
+                Ks.append(decoded[1].K)
                 Ts.append(frame.ego_T_cam)
                 valid.append(True)
         if sum(valid) < self.params.min_cameras:

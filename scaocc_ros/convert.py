@@ -2,6 +2,9 @@
 
 Every problem with a message raises :class:`ConversionError` naming it; the node counts and
 skips such messages. Images come out as ``H W 3`` uint8 RGB, the core's convention.
+Compressed images can be decoded at ``1/s`` (:func:`decode`, with the scale the core's
+:func:`~scaocc_core.predictor.decode_reduction` picks) together with the matching calibration
+(:meth:`Intrinsics.reduced`).
 """
 
 from __future__ import annotations
@@ -27,6 +30,12 @@ ENCODINGS: dict[str, tuple[int, int, int | None]] = {
     "bgra8": (4, 1, cv2.COLOR_BGRA2RGB),
     "mono16": (1, 2, cv2.COLOR_GRAY2RGB),
 }
+
+#: Decode scale 1/s -> OpenCV flag; JPEGs are decoded at that scale by libjpeg (DCT scaling).
+REDUCED_DECODE_FLAGS: dict[int, int] = {
+    1: cv2.IMREAD_COLOR, 2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4, 8: cv2.IMREAD_REDUCED_COLOR_8,
+}
+JPEG_MAGIC = b"\xff\xd8\xff"
 
 #: Distortion models that can be undistorted, and how many coefficients they need at least.
 DISTORTION_MODELS: dict[str, int] = {"plumb_bob": 5, "rational_polynomial": 8, "equidistant": 4}
@@ -69,23 +78,56 @@ def image_to_rgb(msg: Image) -> np.ndarray:
     return cv2.cvtColor(pixels, code)
 
 
-def compressed_to_rgb(msg: CompressedImage) -> np.ndarray:
-    """A JPEG or PNG ``CompressedImage`` as ``H W 3`` uint8 RGB (decoded by ``cv2.imdecode``)."""
+def box_reduce(image: np.ndarray, s: int) -> np.ndarray:
+    """``H W c`` -> ``ceil(H/s) ceil(W/s) c``: the mean of each ``s x s`` block (edges replicated).
+
+    Output pixel ``j`` covers source pixels ``s j .. s j + s - 1``, as a JPEG decoded at ``1/s``.
+    """
+    h, w = image.shape[:2]
+    H, W = -(-h // s) * s, -(-w // s) * s
+    padded = cv2.copyMakeBorder(image, 0, H - h, 0, W - w, cv2.BORDER_REPLICATE)  # H W c
+    return cv2.resize(padded, (W // s, H // s), interpolation=cv2.INTER_AREA)  # integer factor: block means
+
+
+def compressed_to_rgb(msg: CompressedImage, reduce: int = 1) -> np.ndarray:
+    """A JPEG or PNG ``CompressedImage`` as ``ceil(H/reduce) ceil(W/reduce) 3`` uint8 RGB.
+
+    ``reduce`` is 1, 2, 4 or 8. JPEGs (told apart by their magic bytes) are decoded directly
+    at ``1/reduce`` by libjpeg, several times faster than a full decode; other formats are
+    decoded in full by ``cv2.imdecode`` and then :func:`box_reduce`-d. Either way output pixel
+    ``j`` covers source pixels ``reduce j .. reduce j + reduce - 1`` (see :meth:`Intrinsics.reduced`).
+    """
+    if reduce not in REDUCED_DECODE_FLAGS:
+        raise ValueError(f"decode reduction must be one of {sorted(REDUCED_DECODE_FLAGS)}, got {reduce}")
     fmt = msg.format.lower()
     if "compresseddepth" in fmt:
         raise ConversionError(f"compressed depth images are not camera images (format {msg.format!r})")
     if len(msg.data) == 0:
         raise ConversionError("empty compressed image")
-    bgr = cv2.imdecode(np.frombuffer(msg.data, dtype=np.uint8), cv2.IMREAD_COLOR)
+    data = np.frombuffer(msg.data, dtype=np.uint8)  # the encoded bytes
+    jpeg = data[:3].tobytes() == JPEG_MAGIC
+    bgr = cv2.imdecode(data, REDUCED_DECODE_FLAGS[reduce] if jpeg else cv2.IMREAD_COLOR)
     if bgr is None:
         raise ConversionError(f"cannot decode compressed image (format {msg.format!r}, {len(msg.data)} bytes)")
+    if not jpeg and reduce > 1:
+        bgr = box_reduce(bgr, reduce)
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 
-def to_rgb(msg: Image | CompressedImage) -> np.ndarray:
-    """Either image message as ``H W 3`` uint8 RGB; works on rclpy and rosbags messages alike
-    (a ``CompressedImage`` is told apart by its ``format`` field)."""
-    return compressed_to_rgb(msg) if hasattr(msg, "format") else image_to_rgb(msg)  # type: ignore[arg-type]
+def is_compressed(msg: Image | CompressedImage) -> bool:
+    """Whether ``msg`` is a ``CompressedImage`` (rclpy or rosbags: it has a ``format`` field)."""
+    return hasattr(msg, "format")
+
+
+def to_rgb(msg: Image | CompressedImage, reduce: int = 1) -> np.ndarray:
+    """Either image message as ``H W 3`` uint8 RGB; works on rclpy and rosbags messages alike.
+
+    A ``CompressedImage`` is decoded at ``1/reduce`` (:func:`compressed_to_rgb`); a raw
+    ``Image`` ignores ``reduce`` and keeps its full size.
+    """
+    if is_compressed(msg):
+        return compressed_to_rgb(msg, reduce)  # type: ignore[arg-type]
+    return image_to_rgb(msg)  # type: ignore[arg-type]
 
 
 @dataclass(frozen=True)
@@ -97,11 +139,28 @@ class Intrinsics:
     model: str
     image_hw: tuple[int, int]  # size the images must have
     frame_id: str
+    reduction: int = 1  # the images are decoded at 1/reduction of the sent size
 
     @property
     def distorted(self) -> bool:
         """Whether the images need undistortion."""
         return bool(self.D.size) and bool(np.any(self.D != 0))
+
+    def reduced(self, s: int) -> Intrinsics:
+        """The calibration of these images decoded at ``1/s`` (``ceil(h/s) x ceil(w/s)`` pixels).
+
+        Reduced pixel ``j`` covers pixels ``s j .. s j + s - 1``, so with pixel ``j`` spanning
+        ``[j - 0.5, j + 0.5]``: ``u' = (u + 0.5) / s - 0.5`` (fx/s, cx' = (cx + 0.5)/s - 0.5),
+        the convention of the core's resize matrices. ``D`` acts on normalised coordinates and
+        stays valid, so undistortion of the reduced image uses the reduced K.
+        """
+        if s < 1:
+            raise ValueError(f"decode reduction must be >= 1, got {s}")
+        if s == 1:
+            return self
+        S = np.array([[1 / s, 0, 0.5 / s - 0.5], [0, 1 / s, 0.5 / s - 0.5], [0, 0, 1.0]])
+        h, w = self.image_hw
+        return Intrinsics(S @ self.K, self.D, self.model, (-(-h // s), -(-w // s)), self.frame_id, self.reduction * s)
 
 
 def camera_info_to_intrinsics(msg: CameraInfo) -> Intrinsics:
@@ -190,9 +249,21 @@ def check_stamp(stamp_ns: int, now_ns: int, max_future_ns: int, max_age_ns: int)
 
 
 def check_image_size(image: np.ndarray, intr: Intrinsics) -> None:
-    """The decoded image must have the size its ``CameraInfo`` (ROI/binning applied) announces."""
+    """The decoded image must have the size its ``CameraInfo`` (ROI/binning and decode reduction applied) announces."""
     if image.shape[:2] != intr.image_hw:
+        at = f", decoded at 1/{intr.reduction}" if intr.reduction > 1 else ""
         raise ConversionError(
             f"image is {image.shape[1]}x{image.shape[0]} but camera_info says "
-            f"{intr.image_hw[1]}x{intr.image_hw[0]} (after ROI and binning)"
+            f"{intr.image_hw[1]}x{intr.image_hw[0]} (after ROI and binning{at})"
         )
+
+
+def decode(msg: Image | CompressedImage, intr: Intrinsics, reduce: int) -> tuple[np.ndarray, Intrinsics]:
+    """``msg`` as ``H W 3`` RGB and the calibration of exactly those pixels.
+
+    Compressed images are decoded at ``1/reduce`` and paired with ``intr.reduced(reduce)``;
+    raw images stay full size with ``intr``. The size is not checked here
+    (:func:`check_image_size`).
+    """
+    s = reduce if is_compressed(msg) else 1
+    return to_rgb(msg, s), intr.reduced(s)

@@ -225,15 +225,20 @@ class OccNode(Node):
         self.pub_diag.publish(msg)
 
     # ---- inference (worker thread) ---------------------------------------------------------
-    def _decode(self, cam: str, frame: CameraFrame) -> np.ndarray | None:
+    def _decode(self, cam: str, frame: CameraFrame) -> tuple[np.ndarray, convert.Intrinsics] | None:
+        """The image (undistorted) and the intrinsics of its pixels; compressed images are decoded
+        at the reduction the predictor allows for their size. ``None`` (counted) if unusable."""
         try:
-            image = convert.to_rgb(frame.msg)
+            image, intr = convert.decode(frame.msg, frame.intrinsics,
+                                         self.predictor.decode_reduction(frame.intrinsics.image_hw))
             latest = self.intrinsics.get(cam)
-            if image.shape[:2] != frame.intrinsics.image_hw and latest is not None \
-                    and latest.image_hw == image.shape[:2]:
-                frame.intrinsics = latest  # resolution changed; the image overtook its camera_info
-            convert.check_image_size(image, frame.intrinsics)
-            return self.undistorter(image, frame.intrinsics)
+            if image.shape[:2] != intr.image_hw and latest is not None and latest is not frame.intrinsics:
+                # resolution changed; the image overtook its camera_info
+                retry, retry_intr = convert.decode(frame.msg, latest, self.predictor.decode_reduction(latest.image_hw))
+                if retry.shape[:2] == retry_intr.image_hw:
+                    image, intr = retry, retry_intr
+            convert.check_image_size(image, intr)
+            return self.undistorter(image, intr), intr
         except convert.ConversionError as exc:
             self._malformed(cam, "decode", exc)
             return None
@@ -252,9 +257,9 @@ class OccNode(Node):
         calib: list[tuple[np.ndarray, np.ndarray]] = []  # (K, ego_T_cam) per camera
         valid: list[bool] = []
         for cam, frame in zip(self.names, s.items):
-            image = self._decode(cam, frame) if frame is not None else None
-            if frame is not None and image is not None:
-                K, T = frame.intrinsics.K, frame.ego_T_cam
+            decoded = self._decode(cam, frame) if frame is not None else None
+            if frame is not None and decoded is not None:
+                image, K, T = decoded[0], decoded[1].K, frame.ego_T_cam
                 self.last_frame[cam] = (K, T, (image.shape[0], image.shape[1]))
                 valid.append(True)
             else:  # camera missing or undecodable: black image, last known calibration, features zeroed

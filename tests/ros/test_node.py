@@ -279,6 +279,24 @@ def test_resolution_change_updates_the_intrinsics(make: Callable[..., Any]) -> N
     assert sum(sum(c.values()) for c in occ.stats.malformed.values()) == 0
 
 
+def test_compressed_images_are_decoded_reduced_with_matching_intrinsics(make: Callable[..., Any]) -> None:
+    occ, car, ex = make(compressed=True, camera_timeout_s=60.0)
+    calls = spy(occ)
+    car.rig = load_nuscenes_sample_rig().resized(720, 1280)  # tiny model: 1/2 still covers 128x352
+    car.publish(now_ns(occ))
+    until(ex, lambda: len(calls) == 1)
+    assert calls[0].camera_valid.tolist() == [True] * 6
+    for i in range(6):
+        assert calls[0].images[i].shape == (360, 640, 3)
+        K = car.rig.cameras[i].K
+        expected = np.array([[K[0, 0] / 2, 0, (K[0, 2] + 0.5) / 2 - 0.5], [0, K[1, 1] / 2, (K[1, 2] + 0.5) / 2 - 0.5],
+                             [0, 0, 1]])
+        np.testing.assert_allclose(calls[0].intrinsics[i], expected)
+    until(ex, lambda: occ.worker.wait_idle(0.01))
+    assert occ.last_frame[CAMS[0]][2] == (360, 640)
+    np.testing.assert_allclose(occ.last_frame[CAMS[0]][0], calls[0].intrinsics[0])
+
+
 def test_extrinsics_from_tf_static_chain(make: Callable[..., Any]) -> None:
     occ, car, ex = make(extrinsics_source="tf")
     calls = spy(occ)
