@@ -262,33 +262,34 @@ def camera_mask(sem: np.ndarray, grid: GridConfig, K: np.ndarray, ego_T_cam: np.
     lower, vs, _ = _grid_arrays(grid)
     sem = np.ascontiguousarray(sem)
     mask = np.zeros(sem.shape, bool)
-    for Kc, T in zip(K, ego_T_cam):
-        origins, dirs = _lattice_rays(np.asarray(Kc, np.float64).tobytes(), np.asarray(T, np.float64).tobytes(),
-                                      height, width, step_rad)
-        (cast_visibility_parallel if parallel else cast_visibility)(sem, lower, vs, origins, dirs, mask)
+    origins, dirs = _lattice_rays(np.asarray(K, np.float64).tobytes(), np.asarray(ego_T_cam, np.float64).tobytes(),
+                                  height, width, step_rad)
+    (cast_visibility_parallel if parallel else cast_visibility)(sem, lower, vs, origins, dirs, mask)
     return mask
 
 
-@lru_cache(maxsize=64)
+@lru_cache(maxsize=16)
 def _lattice_rays(K_bytes: bytes, T_bytes: bytes, height: int, width: int,
                   step_rad: float) -> tuple[np.ndarray, np.ndarray]:
-    """Origins and directions (``R 3`` each, read-only) of one camera's visibility rays.
+    """Origins and directions (``R 3`` each, read-only) of the visibility rays of all cameras.
 
-    They depend on the calibration only, so they are built once per camera (``K`` 3 3 and
-    ``ego_T_cam`` 4 4 come as float64 bytes to be hashable).
+    They depend on the calibration only, so they are built once per rig (``K`` n 3 3 and
+    ``ego_T_cam`` n 4 4 come as float64 bytes to be hashable).
     """
-    Kc = np.frombuffer(K_bytes, np.float64).reshape(3, 3)
-    T = np.frombuffer(T_bytes, np.float64).reshape(4, 4)
-    step = float(min(Kc[0, 0], Kc[1, 1]) * step_rad)
-    us = np.arange(-0.5 + step / 2, width - 0.5, step)
-    vs_px = np.arange(-0.5 + step / 2, height - 0.5, step)
-    uu, vv = np.meshgrid(us, vs_px)  # h w
-    pix = np.stack([uu, vv, np.ones_like(uu)], axis=-1).reshape(-1, 3)  # (h w) 3
-    dirs = np.ascontiguousarray(pix @ np.linalg.inv(Kc).T @ T[:3, :3].T)
-    origins = np.broadcast_to(T[:3, 3], dirs.shape).copy()
-    origins.setflags(write=False)
-    dirs.setflags(write=False)
-    return origins, dirs
+    origins, dirs = [], []
+    for Kc, T in zip(np.frombuffer(K_bytes, np.float64).reshape(-1, 3, 3),
+                     np.frombuffer(T_bytes, np.float64).reshape(-1, 4, 4)):
+        step = float(min(Kc[0, 0], Kc[1, 1]) * step_rad)
+        us = np.arange(-0.5 + step / 2, width - 0.5, step)
+        vs_px = np.arange(-0.5 + step / 2, height - 0.5, step)
+        uu, vv = np.meshgrid(us, vs_px)  # h w
+        pix = np.stack([uu, vv, np.ones_like(uu)], axis=-1).reshape(-1, 3)  # (h w) 3
+        dirs.append(pix @ np.linalg.inv(Kc).T @ T[:3, :3].T)  # (h w) 3
+        origins.append(np.broadcast_to(T[:3, 3], dirs[-1].shape))
+    o, d = np.ascontiguousarray(np.concatenate(origins)), np.ascontiguousarray(np.concatenate(dirs))  # R 3
+    o.setflags(write=False)
+    d.setflags(write=False)
+    return o, d
 
 
 def lidar_mask(sem: np.ndarray, grid: GridConfig, parallel: bool = False) -> np.ndarray:
