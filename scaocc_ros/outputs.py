@@ -12,7 +12,6 @@ from collections.abc import Sequence
 import numpy as np
 from geometry_msgs.msg import Point, Pose, Vector3
 from nav_msgs.msg import OccupancyGrid
-from rclpy.serialization import serialize_message
 from scaocc_msgs.msg import CameraCalibrationOffset, CameraCalibrationOffsetArray, SemanticVoxelGrid
 from sensor_msgs.msg import PointCloud2, PointField
 from std_msgs.msg import ColorRGBA, Header
@@ -158,6 +157,8 @@ def marker_array_cdr(pred: Prediction, grid: GridConfig, header: Header, previou
     placeholder's 24 bytes become the class's ``m 3`` float64 centres. Growing a sequence by a
     multiple of 8 bytes keeps every later field's alignment, so the rest of the bytes stay valid.
     """
+    from rclpy.serialization import serialize_message  # the node's serialiser; bag tools run without rclpy
+
     centres = _class_centres(pred, grid, free)
     out = MarkerArray()
     for cls in centres:
