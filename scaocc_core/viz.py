@@ -7,13 +7,16 @@ the Occ3D palette (:data:`scaocc_core.grid.PALETTE`).
 ``scaocc viz --data DIR|synthetic:SPEC [--index I] [--split val] [--checkpoint CKPT] --out DIR``
 writes, for one frame: ``cameras_gt.png`` (six views with 2D labels, or the GT voxels
 rendered into the cameras), ``bev.png`` (GT and, with a checkpoint, prediction) and
-``voxels_gt.png`` / ``voxels_pred.png``.
+``voxels_gt.png`` / ``voxels_pred.png``. The 3D voxel views are rendered as cubes by open3d
+offscreen when it can run here (:mod:`scaocc_core.viz3d`), otherwise as a matplotlib scatter;
+``--view3d open3d|matplotlib`` forces one.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import sys
 from pathlib import Path
 
 import matplotlib
@@ -25,10 +28,12 @@ from matplotlib.patches import Patch, Rectangle  # noqa: E402
 
 from scaocc_core.config import GridConfig  # noqa: E402
 from scaocc_core.grid import CLASS_NAMES, FREE, IGNORE, PALETTE  # noqa: E402
+from scaocc_core.viz3d import cube_mesh, open3d_unavailable, render_png, warn_fallback  # noqa: E402
 
 log = logging.getLogger(__name__)
 UNOBSERVED_RGB = np.array([200, 200, 200], dtype=np.uint8)
 CAMERA_TITLES = ("FRONT LEFT", "FRONT", "FRONT RIGHT", "BACK LEFT", "BACK", "BACK RIGHT")
+VIEW3D_BACKENDS = ("auto", "open3d", "matplotlib")
 
 
 def _legend(ax: plt.Axes, classes: np.ndarray) -> None:
@@ -188,10 +193,28 @@ def voxels_3d_png(
     grid: GridConfig | None = None,
     title: str = "",
     max_points: int = 60000,
+    backend: str = "auto",
 ) -> Path:
-    """A 3D view of the occupied voxels (``X Y Z`` labels), seen from behind and above."""
+    """A 3D view of the occupied voxels (``X Y Z`` labels), seen from behind and above.
+
+    ``backend``: ``"open3d"`` (cubes rendered offscreen, see :mod:`scaocc_core.viz3d`),
+    ``"matplotlib"`` (a scatter of at most ``max_points`` surface voxels) or ``"auto"``
+    (open3d when it can render here, else matplotlib with a logged warning).
+    """
+    if backend not in VIEW3D_BACKENDS:
+        raise ValueError(f"voxels_3d_png: backend must be one of {VIEW3D_BACKENDS}, got {backend!r}")
     grid = grid or GridConfig()
     idx = surface_voxels(semantics, mask)
+    if backend != "matplotlib":
+        reason = open3d_unavailable()
+        if reason is None:
+            occupied = semantics != FREE if mask is None else (semantics != FREE) & mask
+            labels = semantics[idx[:, 0], idx[:, 1], idx[:, 2]]
+            return render_png(cube_mesh(idx, labels, grid, occupied), np.unique(labels), path, grid,
+                              title or f"{len(idx)} surface voxels")
+        if backend == "open3d":
+            raise RuntimeError(f"3D view with open3d requested, but {reason}")
+        warn_fallback(reason)
     if len(idx) > max_points:
         idx = idx[np.random.default_rng(0).choice(len(idx), max_points, replace=False)]
     centres = np.asarray(grid.lower) + (idx + 0.5) * np.asarray(grid.voxel_size)  # k 3
@@ -271,6 +294,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--split", default="val", help="split name (train, val, all)")
     parser.add_argument("--checkpoint", type=Path, help="also draw this model's prediction")
     parser.add_argument("--out", type=Path, required=True, help="output directory for the PNGs")
+    parser.add_argument("--view3d", choices=VIEW3D_BACKENDS, default="auto",
+                        help="3D voxel view renderer: open3d offscreen, matplotlib, or auto (open3d if it can run)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -280,6 +305,9 @@ def run(args: argparse.Namespace) -> int:
     from scaocc_core.config import ModelConfig
     from scaocc_core.data.dataset import OccDataset, open_source
 
+    if args.view3d == "open3d" and (reason := open3d_unavailable()) is not None:
+        print(f"scaocc viz: --view3d open3d, but {reason}", file=sys.stderr)
+        return 2
     model = None
     if args.checkpoint is not None:
         from scaocc_core.checkpoint import load_checkpoint
@@ -308,13 +336,15 @@ def run(args: argparse.Namespace) -> int:
         rendered = render_voxels_to_cameras(pred, cfg.grid, raw.intrinsics, raw.ego_T_cam, hw)
         written.append(camera_overlay_png(images, rendered, out / "cameras_pred.png",
                                           suptitle=f"{raw.token}: predicted voxels seen by each camera"))
-        written.append(voxels_3d_png(pred, out / "voxels_pred.png", grid=cfg.grid, title="prediction"))
+        written.append(voxels_3d_png(pred, out / "voxels_pred.png", grid=cfg.grid, title="prediction",
+                                     backend=args.view3d))
     gt = labels.semantics if labels is not None else None
     if gt is not None or pred is not None:
         mask = labels.mask_camera if labels is not None else None
         written.append(bev_png(gt, pred, out / "bev.png", mask=mask, grid=cfg.grid))
     if gt is not None and labels is not None:
-        written.append(voxels_3d_png(gt, out / "voxels_gt.png", grid=cfg.grid, title="ground truth"))
+        written.append(voxels_3d_png(gt, out / "voxels_gt.png", grid=cfg.grid, title="ground truth",
+                                     backend=args.view3d))
     for p in written:
         print(p)
     return 0

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import sys
 from pathlib import Path
 
 import cv2
@@ -15,6 +17,7 @@ from scaocc_core.data.rig import load_nuscenes_sample_rig
 from scaocc_core.grid import FREE, PALETTE
 from scaocc_core.model.causal_occ import CausalOcc
 from scaocc_core.viz import bev_image, bev_png, camera_overlay_png, overlay, render_voxels_to_cameras, voxels_3d_png
+from scaocc_core.viz3d import CHECKER_DARKEN, FACE_NORMALS, FACE_SHADE, cube_mesh, open3d_unavailable, warn_fallback
 from tests.test_dataset import write_manifest
 
 
@@ -110,3 +113,77 @@ def test_viz_cli_ground_truth_and_checkpoint(tmp_path: Path, capsys: pytest.Capt
     names = {p.name for p in out2.iterdir()}
     assert names == {"cameras_gt.png", "cameras_pred.png", "bev.png", "voxels_gt.png", "voxels_pred.png"}
     assert "bev.png" in capsys.readouterr().out
+
+
+def test_view3d_without_open3d(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
+                               capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setitem(sys.modules, "open3d", None)  # import open3d now raises ImportError
+    warn_fallback.cache_clear()
+    sem = _scene()
+    with caplog.at_level(logging.WARNING, logger="scaocc_core.viz3d"):
+        auto = _read_png(voxels_3d_png(sem, tmp_path / "auto.png"))
+    assert "open3d is not installed" in caplog.text and "matplotlib" in caplog.text
+    assert np.array_equal(auto, _read_png(voxels_3d_png(sem, tmp_path / "mpl.png", backend="matplotlib")))
+    with pytest.raises(RuntimeError, match="open3d requested, but open3d is not installed"):
+        voxels_3d_png(sem, tmp_path / "o3d.png", backend="open3d")
+    with pytest.raises(ValueError, match="backend must be one of"):
+        voxels_3d_png(sem, tmp_path / "x.png", backend="vtk")
+    assert cli_main(["viz", "--data", str(tmp_path), "--out", str(tmp_path / "o"), "--view3d", "open3d"]) == 2
+    assert "--view3d open3d, but open3d is not installed" in capsys.readouterr().err
+
+
+def test_cube_mesh_of_two_voxels() -> None:
+    grid = GridConfig(lower=(-1.0, 0.0, 0.0), upper=(1.0, 1.5, 2.0), size=(4, 3, 4))  # 0.5 m voxels
+    idx = np.array([[1, 1, 2], [2, 1, 2]])  # side by side along x, inside the grid
+    mesh = cube_mesh(idx, np.array([4, 7]), grid, max_edge=0.5)
+    # 12 faces, less the 2 they share: 10 quads of 4 vertices and 2 triangles.
+    assert mesh.vertices.shape == (40, 3) and mesh.colours.shape == (40, 3) and mesh.triangles.shape == (20, 3)
+    corner = (mesh.vertices - np.array(grid.lower)) / 0.5  # in voxel units
+    assert np.allclose(corner, np.round(corner))
+    tri_corner = corner[mesh.triangles]  # T 3 3, voxel units
+    tri_owner = (tri_corner[:, :, 0].mean(1) > 2).astype(int)  # voxel 0 spans x 1..2, voxel 1 x 2..3
+    for k in range(2):
+        rel = tri_corner[tri_owner == k].reshape(-1, 3) - idx[k]  # every vertex is a corner of its voxel
+        assert set(map(tuple, np.round(rel).astype(int))) == {(a, b, c) for a in (0, 1) for b in (0, 1) for c in (0, 1)}
+    # Counter-clockwise from outside: each normal points away from its voxel's centre.
+    v = mesh.vertices[mesh.triangles]  # T 3 3
+    normal = np.cross(v[:, 1] - v[:, 0], v[:, 2] - v[:, 0])
+    centre = np.array(grid.lower) + (idx[tri_owner] + 0.5) * 0.5
+    assert (np.einsum("tc,tc->t", normal, v.mean(1) - centre) > 0).all()
+    # Colours: palette x shade of the face's direction x checker (voxel 1 + 1 + 2 even, 2 + 1 + 2 odd).
+    face = np.argmax(normal / np.linalg.norm(normal, axis=1, keepdims=True) @ FACE_NORMALS.T, axis=1)  # T
+    assert sorted(np.bincount(face * 2 + tri_owner, minlength=12).tolist()) == [0, 0] + [2] * 10  # 5 faces each
+    checker = np.array([1.0, 1.0 - CHECKER_DARKEN])[tri_owner]  # T
+    expected = PALETTE[np.array([4, 7])[tri_owner]] / 255.0 * (FACE_SHADE[face] * checker)[:, None]  # T 3
+    assert np.allclose(mesh.colours[mesh.triangles], expected[:, None, :])
+    top = face == 4  # +z: the top faces keep the exact palette colour on the even voxel
+    assert np.allclose(mesh.colours[mesh.triangles[top & (tri_owner == 0)]], PALETTE[4] / 255.0)
+    # Faces longer than max_edge are cut: 2 x 2 quads per face, same surface, same colours.
+    fine = cube_mesh(idx, np.array([4, 7]), grid, max_edge=0.25)
+    assert fine.triangles.shape == (80, 3) and fine.vertices.shape == (160, 3)
+    fv = fine.vertices[fine.triangles]  # T 3 3
+    area = np.linalg.norm(np.cross(fv[:, 1] - fv[:, 0], fv[:, 2] - fv[:, 0]), axis=1)
+    assert np.allclose(area, 0.25**2) and np.isclose(area.sum() / 2, 10 * 0.5**2)
+    fine_owner = ((fv[:, :, 0].mean(1) - grid.lower[0]) / 0.5 > 2).astype(int)  # T
+    fine_normal = np.cross(fv[:, 1] - fv[:, 0], fv[:, 2] - fv[:, 0])
+    fine_centre = np.array(grid.lower) + (idx[fine_owner] + 0.5) * 0.5  # T 3, centre of the owning voxel
+    assert (np.einsum("tc,tc->t", fine_normal, fv.mean(1) - fine_centre) > 0).all()
+    assert np.allclose(np.unique(fine.colours, axis=0), np.unique(mesh.colours, axis=0))
+    with pytest.raises(ValueError, match="2 voxel indices but 1 labels"):
+        cube_mesh(idx, np.array([4]), grid)
+
+
+def test_open3d_render(tmp_path: Path) -> None:
+    pytest.importorskip("open3d")
+    reason = open3d_unavailable()
+    if reason is not None:
+        pytest.skip(reason)
+    sem = _scene()
+    img = _read_png(voxels_3d_png(sem, tmp_path / "o3d.png", backend="open3d"))[..., ::-1]  # RGB
+    assert img.shape == (750, 1000 + 220, 3)  # render plus legend panel
+    render = img[:, :1000]
+    for cls, at_least in ((4, 30), (11, 5000)):  # top faces of even voxels keep the exact colour
+        assert (render == PALETTE[cls]).all(-1).sum() >= at_least, f"class {cls} not drawn"
+    cols = np.nonzero((render == PALETTE[4]).all(-1))[1]
+    assert cols.mean() < 500  # the car (+y: left of the ego) is on the left of the picture
+    assert (render[40:60] == 255).all()  # white background above the grid
