@@ -217,9 +217,9 @@ def cast_visibility(sem: np.ndarray, lower: np.ndarray, vs: np.ndarray, origins:
     frame); rays starting outside the grid are skipped. The walk runs on flat indices and only
     checks the bound of the axis it steps along.
     """
-    X, Y, Z = sem.shape
+    flat_sem, flat_mask = sem.reshape(-1), mask.reshape(-1)  # (X Y Z)
     for r in range(origins.shape[0]):
-        _walk_ray(r, sem.reshape(-1), (X, Y, Z), lower, vs, origins, dirs, mask.reshape(-1))
+        _walk_ray(r, flat_sem, sem.shape, lower, vs, origins, dirs, flat_mask)
 
 
 @njit(cache=True, parallel=True)
@@ -227,9 +227,9 @@ def cast_visibility_parallel(sem: np.ndarray, lower: np.ndarray, vs: np.ndarray,
                              dirs: np.ndarray, mask: np.ndarray) -> None:
     """:func:`cast_visibility` with the rays spread over numba threads (same mask: every
     thread only ever stores ``True``)."""
-    X, Y, Z = sem.shape
+    flat_sem, flat_mask = sem.reshape(-1), mask.reshape(-1)  # (X Y Z)
     for r in prange(origins.shape[0]):
-        _walk_ray(r, sem.reshape(-1), (X, Y, Z), lower, vs, origins, dirs, mask.reshape(-1))
+        _walk_ray(r, flat_sem, sem.shape, lower, vs, origins, dirs, flat_mask)
 
 
 def _grid_arrays(grid: GridConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
