@@ -84,6 +84,13 @@ def grid_factor(stored: GridConfig, target: GridConfig) -> tuple[int, int, int]:
     return fx, fy, fz
 
 
+def _check_divisible(shape: tuple[int, ...], factor: tuple[int, int, int]) -> tuple[int, int, int]:
+    """``factor`` if it divides the ``X Y Z`` grid ``shape``, else :class:`DataError`."""
+    if any(n % f for n, f in zip(shape, factor)):
+        raise DataError(f"grid {shape} not divisible by factor {factor}")
+    return factor
+
+
 def downsample_labels(labels: OccLabels, factor: tuple[int, int, int]) -> OccLabels:
     """Coarsen labels by an integer ``factor`` per axis.
 
@@ -94,10 +101,7 @@ def downsample_labels(labels: OccLabels, factor: tuple[int, int, int]) -> OccLab
     """
     if factor == (1, 1, 1):
         return labels
-    X, Y, Z = labels.semantics.shape
-    fx, fy, fz = factor
-    if X % fx or Y % fy or Z % fz:
-        raise DataError(f"grid {labels.semantics.shape} not divisible by factor {factor}")
+    fx, fy, fz = _check_divisible(labels.semantics.shape, factor)
     sem, mc, ml = _downsample_kernel(np.ascontiguousarray(labels.semantics, np.uint8),
                                      np.ascontiguousarray(labels.mask_camera, np.bool_),
                                      np.ascontiguousarray(labels.mask_lidar, np.bool_), fx, fy, fz)
@@ -146,10 +150,8 @@ def downsample_labels_reference(labels: OccLabels, factor: tuple[int, int, int])
     """
     if factor == (1, 1, 1):
         return labels
+    fx, fy, fz = _check_divisible(labels.semantics.shape, factor)
     X, Y, Z = labels.semantics.shape
-    fx, fy, fz = factor
-    if X % fx or Y % fy or Z % fz:
-        raise DataError(f"grid {labels.semantics.shape} not divisible by factor {factor}")
     cx, cy, cz = X // fx, Y // fy, Z // fz
 
     def children(a: np.ndarray) -> np.ndarray:
