@@ -1,4 +1,4 @@
-"""Fused grouped hard pooling as a Triton kernel (inference only, no backward).
+"""Fused grouped hard pooling as a Triton kernel (forward fused; backward in PyTorch).
 
 ``voxel[v(p), c] += depth[g(c), p] * context[pix(p), c]`` for every frustum point ``p``
 whose voxel ``v(p)`` lies in the grid, without materialising the ``b P C`` product that
@@ -8,8 +8,14 @@ pixels, multiplies in registers and adds into the voxel grid with float32 atomic
 scatter; BEVPoolv2's pre-sorted intervals would need a per-frame sort here, since the
 learnt per-point offsets move the frustum every frame).
 
+The backward (when ``depth`` or ``context`` requires grad) gathers the output gradient at
+each point's voxel and contracts it with the other factor (:class:`_FusedPool`); it
+materialises one ``b P C`` float32 tensor, as the unfused reference's forward does.
+Coordinates get no gradient (hard pooling is piecewise constant in them).
+
 Reference: :func:`scaocc_core.model.splat.pool_hard` on ``grouped_features`` (tested in
-``tests/test_pool_kernel.py``, on CPU through Triton's interpreter, ``TRITON_INTERPRET=1``).
+``tests/test_pool_kernel.py``, on CPU through Triton's interpreter, ``TRITON_INTERPRET=1``,
+and on realistic sizes on CUDA in ``tests/cuda/test_pool_cuda.py``).
 :func:`measure_pool` reports bytes moved, time and the fraction of device bandwidth.
 """
 
@@ -71,11 +77,56 @@ def voxel_index(coords: Tensor, size: tuple[int, int, int]) -> Tensor:
     return torch.where(valid, flat, torch.full_like(flat, -1)).to(torch.int32)
 
 
-def pool_hard_fused(depth: Tensor, context: Tensor, coords: Tensor, size: tuple[int, int, int]) -> Tensor:
+def _launch(depth: Tensor, context: Tensor, index: Tensor, size: tuple[int, int, int], block_p: int,
+            num_warps: int) -> Tensor:
+    """Run the kernel: ``(b X Y Z) C`` float32 sums of every point's grouped feature."""
+    assert triton is not None
+    b, n, G, D, h, w = depth.shape
+    C = context.shape[2]
+    X, Y, Z = size
+    out = torch.zeros(b * X * Y * Z, C, dtype=torch.float32, device=context.device)  # (b X Y Z) C
+    num_points = index.numel()
+    grid = (triton.cdiv(num_points, block_p),)
+    _pool_kernel[grid](depth.contiguous(), context.contiguous(), index, out, num_points, D, h * w, G, C, C // G,
+                       BLOCK_P=block_p, BLOCK_C=triton.next_power_of_2(C), num_warps=num_warps)
+    return out
+
+
+class _FusedPool(torch.autograd.Function):
+    """Autograd wrapper: fused forward, gather-and-contract backward (see the module docstring)."""
+
+    @staticmethod
+    def forward(ctx: Any, depth: Tensor, context: Tensor, index: Tensor, size: tuple[int, int, int],
+                block_p: int, num_warps: int) -> Tensor:
+        ctx.save_for_backward(depth, context, index)
+        return _launch(depth, context, index, size, block_p, num_warps)
+
+    @staticmethod
+    def backward(ctx: Any, grad_out: Tensor) -> tuple[Tensor | None, ...]:
+        depth, context, index = ctx.saved_tensors
+        b, n, G, D, h, w = depth.shape
+        C = context.shape[2]
+        valid = (index >= 0).reshape(-1, 1)
+        gathered = grad_out.float()[index.reshape(-1).long().clamp(min=0)] * valid  # P C
+        gathered = gathered.view(b * n, D, h * w, G, C // G)
+        dep = depth.float().reshape(b * n, G, D, h * w)
+        ctx_ = context.float().reshape(b * n, G, C // G, h * w)
+        grad_depth = grad_context = None
+        if ctx.needs_input_grad[0]:
+            grad_depth = torch.einsum("ndpgk,ngkp->ngdp", gathered, ctx_).reshape(depth.shape).to(depth.dtype)
+        if ctx.needs_input_grad[1]:
+            grad_context = torch.einsum("ndpgk,ngdp->ngkp", gathered, dep).reshape(context.shape).to(context.dtype)
+        return grad_depth, grad_context, None, None, None, None
+
+
+def pool_hard_fused(depth: Tensor, context: Tensor, coords: Tensor, size: tuple[int, int, int],
+                    block_p: int = BLOCK_P, num_warps: int = 4) -> Tensor:
     """Grouped hard pooling: depth ``b n G D h w``, context ``b n C h w``, coords ``b n D h w 3``.
 
     Returns ``b C X Y Z`` in ``context``'s dtype (accumulated in float32). Same result as
-    ``pool_hard(grouped_features(depth, context), coords.reshape(b, -1, 3), size)``.
+    ``pool_hard(grouped_features(depth, context), coords.reshape(b, -1, 3), size)``, and the
+    same gradients with respect to ``depth`` and ``context``. ``block_p`` (points per
+    program, a power of two) and ``num_warps`` are the kernel's launch parameters.
     """
     if triton is None:
         raise RuntimeError("pool_hard_fused needs Triton (pip install triton)")
@@ -86,11 +137,10 @@ def pool_hard_fused(depth: Tensor, context: Tensor, coords: Tensor, size: tuple[
                          f"coords {tuple(coords.shape)}")
     X, Y, Z = size
     index = voxel_index(coords.reshape(b, -1, 3), size)  # b P
-    out = torch.zeros(b * X * Y * Z, C, dtype=torch.float32, device=context.device)  # (b X Y Z) C
-    num_points = index.numel()
-    grid = (triton.cdiv(num_points, BLOCK_P),)
-    _pool_kernel[grid](depth.contiguous(), context.contiguous(), index, out, num_points, D, h * w, G, C, C // G,
-                       BLOCK_P=BLOCK_P, BLOCK_C=triton.next_power_of_2(C))
+    if torch.is_grad_enabled() and (depth.requires_grad or context.requires_grad):
+        out = _FusedPool.apply(depth, context, index, size, block_p, num_warps)
+    else:
+        out = _launch(depth, context, index, size, block_p, num_warps)
     return out.view(b, X, Y, Z, C).permute(0, 4, 1, 2, 3).to(context.dtype)  # b C X Y Z
 
 
