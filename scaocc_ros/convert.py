@@ -1,7 +1,8 @@
 """ROS camera messages -> numpy: images (raw and compressed), intrinsics, stamp checks.
 
 Every problem with a message raises :class:`ConversionError` naming it; the node counts and
-skips such messages. Images come out as ``H W 3`` uint8 RGB, the core's convention.
+skips such messages. Images come out as ``H W 3`` uint8 RGB, the core's convention; the raw
+encodings are in :mod:`scaocc_ros.encodings`.
 Compressed images can be decoded at ``1/s`` (:func:`decode`, with the scale the core's
 :func:`~scaocc_core.predictor.decode_reduction` picks) together with the matching calibration
 (:meth:`Intrinsics.reduced`).
@@ -16,20 +17,8 @@ import cv2
 import numpy as np
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
-
-class ConversionError(ValueError):
-    """A camera message cannot be used (wrong size or step, unknown encoding, bad data...)."""
-
-
-#: encoding -> (channels, bytes per channel, OpenCV conversion to RGB or None)
-ENCODINGS: dict[str, tuple[int, int, int | None]] = {
-    "rgb8": (3, 1, None),
-    "bgr8": (3, 1, cv2.COLOR_BGR2RGB),
-    "mono8": (1, 1, cv2.COLOR_GRAY2RGB),
-    "rgba8": (4, 1, cv2.COLOR_RGBA2RGB),
-    "bgra8": (4, 1, cv2.COLOR_BGRA2RGB),
-    "mono16": (1, 2, cv2.COLOR_GRAY2RGB),
-}
+# re-exported: the node and tools use convert.check_image / convert.ConversionError
+from scaocc_ros.encodings import ENCODINGS, ConversionError, check_image, image_to_rgb  # noqa: F401
 
 #: Decode scale 1/s -> OpenCV flag; JPEGs are decoded at that scale by libjpeg (DCT scaling).
 REDUCED_DECODE_FLAGS: dict[int, int] = {
@@ -39,43 +28,6 @@ JPEG_MAGIC = b"\xff\xd8\xff"
 
 #: Distortion models that can be undistorted, and how many coefficients they need at least.
 DISTORTION_MODELS: dict[str, int] = {"plumb_bob": 5, "rational_polynomial": 8, "equidistant": 4}
-
-
-def check_image(msg: Image) -> None:
-    """Cheap validation of a raw ``Image`` (no pixel is touched); raises :class:`ConversionError`."""
-    if msg.encoding not in ENCODINGS:
-        raise ConversionError(f"unknown image encoding {msg.encoding!r}; supported: {sorted(ENCODINGS)}")
-    channels, depth, _ = ENCODINGS[msg.encoding]
-    if msg.height == 0 or msg.width == 0:
-        raise ConversionError(f"empty image {msg.width}x{msg.height}")
-    row_bytes = msg.width * channels * depth
-    if msg.step < row_bytes:
-        raise ConversionError(f"step {msg.step} < width * bytes per pixel = {row_bytes} ({msg.encoding})")
-    if len(msg.data) != msg.step * msg.height:
-        raise ConversionError(
-            f"data has {len(msg.data)} bytes, expected step * height = {msg.step} * {msg.height}"
-        )
-
-
-def image_to_rgb(msg: Image) -> np.ndarray:
-    """A raw ``Image`` as ``H W 3`` uint8 RGB, honouring ``step`` (row padding).
-
-    ``is_bigendian`` only matters for ``mono16`` (scaled to 8 bits by its high byte); 8-bit
-    encodings are byte-order free.
-    """
-    check_image(msg)
-    channels, depth, code = ENCODINGS[msg.encoding]
-    buf = np.frombuffer(msg.data, dtype=np.uint8).reshape(msg.height, msg.step)  # H step
-    rows = buf[:, : msg.width * channels * depth]  # H (W c depth), row padding dropped
-    if depth == 2:
-        dtype = np.dtype(">u2" if msg.is_bigendian else "<u2")
-        pixels = (rows.copy().view(dtype).astype(np.uint16) >> 8).astype(np.uint8)  # H W
-    else:
-        pixels = rows.reshape(msg.height, msg.width, channels)  # H W c
-    pixels = np.ascontiguousarray(pixels)
-    if code is None:
-        return pixels
-    return cv2.cvtColor(pixels, code)
 
 
 def box_reduce(image: np.ndarray, s: int) -> np.ndarray:

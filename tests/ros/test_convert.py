@@ -67,7 +67,7 @@ def test_malformed_raw_images_raise() -> None:
     short = make_image(RGB, "rgb8")
     short.data = bytes(good.data)[:-1]
     unknown = make_image(RGB, "rgb8")
-    unknown.encoding = "yuv422_yuy2"
+    unknown.encoding = "32FC1"
     empty = Image(encoding="rgb8")
     for msg, match in [(bad_step, "step"), (short, "bytes"), (unknown, "unknown image encoding"), (empty, "empty")]:
         with pytest.raises(ConversionError, match=match):
