@@ -11,7 +11,7 @@ Compressed images can be decoded at ``1/s`` (:func:`decode`, with the scale the 
 from __future__ import annotations
 
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 
 import cv2
 import numpy as np
@@ -82,16 +82,30 @@ def to_rgb(msg: Image | CompressedImage, reduce: int = 1) -> np.ndarray:
     return image_to_rgb(msg)  # type: ignore[arg-type]
 
 
+#: Values of the ``rectification`` parameter: ``rect`` images are rectified (K and projection
+#: from ``CameraInfo`` P and R, never undistorted), ``raw`` images are undistorted once with K
+#: and D, ``auto`` decides per camera (:func:`is_rectified`).
+RECTIFICATION_MODES = ("auto", "rect", "raw")
+
+
 @dataclass(frozen=True)
 class Intrinsics:
-    """Calibration of the images actually sent (ROI and binning applied to ``CameraInfo.k``)."""
+    """Calibration of the images actually sent (ROI and binning applied to ``CameraInfo``).
 
-    K: np.ndarray  # 3 3, img_T_cam of the sent image
+    Raw images: ``K`` is ``CameraInfo.k``, ``D`` its distortion, and the undistorted image
+    keeps ``K`` in the ``CameraInfo`` frame. Rectified images: ``K`` is ``P[:3, :3]``, ``D`` is
+    empty (nothing to undo), and the image is a pinhole view of a frame rotated by ``R`` (and
+    shifted by P's baseline column), given by ``cam_T_img``: ``ego_T_img = ego_T_cam @ cam_T_img``.
+    """
+
+    K: np.ndarray  # 3 3, pixels of the (undistorted) image from points of the frame cam_T_img names
     D: np.ndarray  # distortion coefficients (empty or all zero = none)
     model: str
     image_hw: tuple[int, int]  # size the images must have
     frame_id: str
     reduction: int = 1  # the images are decoded at 1/reduction of the sent size
+    rectified: bool = False  # already rectified: K and cam_T_img come from P and R
+    cam_T_img: np.ndarray = field(default_factory=lambda: np.eye(4))  # 4 4, frame_id <- frame K projects
 
     @property
     def distorted(self) -> bool:
@@ -112,22 +126,26 @@ class Intrinsics:
             return self
         S = np.array([[1 / s, 0, 0.5 / s - 0.5], [0, 1 / s, 0.5 / s - 0.5], [0, 0, 1.0]])
         h, w = self.image_hw
-        return Intrinsics(S @ self.K, self.D, self.model, (-(-h // s), -(-w // s)), self.frame_id, self.reduction * s)
+        return replace(self, K=S @ self.K, image_hw=(-(-h // s), -(-w // s)), reduction=self.reduction * s)
 
 
-def camera_info_to_intrinsics(msg: CameraInfo) -> Intrinsics:
-    """K of the sent images from ``CameraInfo``, applying ROI offset and binning.
+def is_rectified(mode: str, topic: str) -> bool:
+    """Whether images of ``topic`` (the resolved name, after remapping) are already rectified.
 
-    ``CameraInfo.k`` describes the full-resolution sensor; the image is the ROI (all zero =
-    full frame) binned by ``binning_x/y`` (0 = 1). With pixel ``j`` spanning
-    ``[j - 0.5, j + 0.5]``, a binned pixel ``j'`` covers raw pixels ``b j' .. b j' + b - 1``,
-    so ``u' = (u - x_offset - (b - 1) / 2) / b``.
+    ``rect`` / ``raw`` say so. ``auto`` follows image_proc's names: a topic segment starting
+    with ``image_rect`` (``image_rect``, ``image_rect_color``, ``.../image_rect/compressed``) is
+    rectified; anything else is a driver's raw stream, which its ``CameraInfo`` then decides:
+    undistorted once if D is non-zero, used as is with K if D is zero.
     """
-    K = np.asarray(msg.k, dtype=np.float64).reshape(3, 3)
-    if not np.isfinite(K).all():
-        raise ConversionError(f"camera_info K is not finite: {K.ravel().tolist()}")
-    if K[0, 0] <= 0 or K[1, 1] <= 0 or not np.allclose(K[2], (0.0, 0.0, 1.0)):
-        raise ConversionError(f"camera_info K is not a valid intrinsic matrix: {K.ravel().tolist()}")
+    if mode not in RECTIFICATION_MODES:
+        raise ValueError(f"rectification must be one of {list(RECTIFICATION_MODES)}, got {mode!r}")
+    if mode != "auto":
+        return mode == "rect"
+    return any(seg.startswith("image_rect") for seg in topic.split("/"))
+
+
+def _sensor_to_image(msg: CameraInfo) -> tuple[np.ndarray, tuple[int, int]]:
+    """``S`` (3x3) mapping full-sensor pixels to pixels of the sent image (ROI, binning), and its size."""
     if msg.width == 0 or msg.height == 0:
         raise ConversionError(f"camera_info has an empty resolution {msg.width}x{msg.height}")
     bx, by = max(int(msg.binning_x), 1), max(int(msg.binning_y), 1)
@@ -138,16 +156,60 @@ def camera_info_to_intrinsics(msg: CameraInfo) -> Intrinsics:
     if x0 + w > msg.width or y0 + h > msg.height:
         raise ConversionError(f"camera_info ROI {x0},{y0} {w}x{h} exceeds the sensor {msg.width}x{msg.height}")
     S = np.array([[1 / bx, 0, -(x0 + (bx - 1) / 2) / bx], [0, 1 / by, -(y0 + (by - 1) / 2) / by], [0, 0, 1]])
+    return S, (h // by, w // bx)
+
+
+def _check_pinhole(K: np.ndarray, what: str) -> None:
+    if not np.isfinite(K).all():
+        raise ConversionError(f"camera_info {what} is not finite: {K.ravel().tolist()}")
+    if K[0, 0] <= 0 or K[1, 1] <= 0 or not np.allclose(K[2], (0.0, 0.0, 1.0)):
+        raise ConversionError(f"camera_info {what} is not a valid intrinsic matrix: {K.ravel().tolist()}")
+
+
+def _rectified_geometry(msg: CameraInfo) -> tuple[np.ndarray, np.ndarray]:
+    """``P[:3, :3]`` and ``cam_T_img`` (4x4) of rectified images: a camera point ``X`` lies at
+    ``P (R X, 1)``, i.e. ``K' (R X + t)`` with ``t = K'^-1 P[:, 3]`` (the stereo baseline)."""
+    P = np.asarray(msg.p, dtype=np.float64).reshape(3, 4)
+    _check_pinhole(P[:, :3], "P")
+    R = np.asarray(msg.r, dtype=np.float64).reshape(3, 3)
+    if not np.any(R):
+        R = np.eye(3)  # unset (all zero): no rectifying rotation
+    if not np.isfinite(R).all() or not np.allclose(R @ R.T, np.eye(3), atol=1e-5) or np.linalg.det(R) < 0:
+        raise ConversionError(f"camera_info R is not a rotation: {R.ravel().tolist()}")
+    t = np.linalg.solve(P[:, :3], P[:, 3])
+    cam_T_img = np.eye(4)
+    cam_T_img[:3, :3] = R.T
+    cam_T_img[:3, 3] = -R.T @ t
+    return P[:, :3], cam_T_img
+
+
+def camera_info_to_intrinsics(msg: CameraInfo, rectified: bool = False) -> Intrinsics:
+    """The calibration of the sent images from ``CameraInfo``, applying ROI offset and binning.
+
+    Raw images (``rectified`` False) use ``k`` and ``d``; rectified ones use ``p`` and ``r``
+    and are never undistorted (:class:`Intrinsics`). ``CameraInfo`` describes the
+    full-resolution sensor; the image is the ROI (all zero = full frame) binned by
+    ``binning_x/y`` (0 = 1). With pixel ``j`` spanning ``[j - 0.5, j + 0.5]``, a binned pixel
+    ``j'`` covers raw pixels ``b j' .. b j' + b - 1``, so ``u' = (u - x_offset - (b - 1) / 2) / b``.
+    """
+    K = np.asarray(msg.k, dtype=np.float64).reshape(3, 3)
+    _check_pinhole(K, "K")
+    S, hw = _sensor_to_image(msg)
     D = np.asarray(msg.d, dtype=np.float64)
     if not np.isfinite(D).all():
         raise ConversionError("camera_info distortion coefficients are not finite")
-    return Intrinsics(S @ K, D, msg.distortion_model, (h // by, w // bx), msg.header.frame_id)
+    if not rectified or (not np.any(msg.p) and not np.any(D)):  # P unset and nothing to undo: K holds
+        return Intrinsics(S @ K, D, msg.distortion_model, hw, msg.header.frame_id)
+    K_rect, cam_T_img = _rectified_geometry(msg)
+    return Intrinsics(S @ K_rect, np.zeros(0), msg.distortion_model, hw, msg.header.frame_id,
+                      rectified=True, cam_T_img=cam_T_img)
 
 
 class Undistorter:
     """Removes lens distortion (``distortion: undistort``) or refuses it (``reject``).
 
-    Undistorted images keep the same K. Remap tables are cached per calibration.
+    Undistorted images keep the same K. Rectified input (:attr:`Intrinsics.rectified`) has no
+    distortion left and passes through untouched. Remap tables are cached per calibration.
     """
 
     def __init__(self, mode: str, cache_size: int = 16) -> None:

@@ -51,6 +51,9 @@ class NodeParams:
     extrinsics_source: str = _p("params", "where ego_T_cam comes from", ("params", "tf"))
     distortion: str = _p("undistort", "non-zero CameraInfo distortion: undistort images or reject them",
                          ("undistort", "reject"))
+    rectification: str = _p("auto", "rect: images are rectified (K from CameraInfo P, R; never undistorted); "
+                                    "raw: undistorted once with K, D; auto: rect if the resolved image topic has "
+                                    "a segment image_rect*, else raw", ("auto", "rect", "raw"))
     sync_slop_s: float = _p(0.05, "largest stamp spread within one synchronised camera set (s)")
     sync_queue_size: int = _p(5, "messages queued per camera while waiting for a set")
     camera_timeout_s: float = _p(1.0, "a camera silent this long is dropped from the sets until it returns (s)")
