@@ -2,57 +2,103 @@
 
 Needs a full ROS 2 install (launch / launch_ros have no PyPI wheel); where they are missing,
 the equivalent is ``scaocc node --params config/occ_node.yaml --model PATH --ros-args -r ...``.
-Camera topics are relative in the node (``<cam>/image``, ``<cam>/camera_info``) and remapped
-here to the vehicle's drivers under ``camera_ns``.
+Camera topics are relative in the node (``<cam>/image``, ``<cam>/camera_info``). The cameras
+are the ``camera_names`` of ``params_file`` (any number, any names); each is remapped to
+``<camera_ns>/<cam>/<image_topic>`` (and ``/compressed``) and ``<camera_ns>/<cam>/camera_info``.
 """
 
 import os
+from pathlib import Path
 
+import yaml
 from ament_index_python.packages import get_package_share_directory
-from launch.actions import DeclareLaunchArgument
-from launch.substitutions import LaunchConfiguration, PythonExpression
+from launch.actions import DeclareLaunchArgument, OpaqueFunction
+from launch.launch_context import LaunchContext
+from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 
 from launch import LaunchDescription
 
-CAMERAS = ("cam_front_left", "cam_front", "cam_front_right", "cam_back_left", "cam_back", "cam_back_right")
+NODE_NAME = "occ_node"
+TRUE_WORDS = ("true", "1", "yes", "on")  # compared lower-cased: True, TRUE, true all count
+
+
+def is_true(text: str) -> bool:
+    """A launch argument as a boolean, case-insensitively (``True``, ``true``, ``1``...)."""
+    return text.strip().lower() in TRUE_WORDS
+
+
+def camera_names(params_file: str) -> list[str]:
+    """The ``camera_names`` the node reads from ``params_file`` (its own section, else ``/**``);
+    the node's declared default when the file names none."""
+    doc = yaml.safe_load(Path(params_file).read_text()) or {}
+    for key in (NODE_NAME, f"/{NODE_NAME}", "/**"):
+        names = ((doc.get(key) or {}).get("ros__parameters") or {}).get("camera_names")
+        if names:
+            return [str(n) for n in names]
+    from scaocc_ros.params import NodeParams
+
+    return list(NodeParams().camera_names)
+
+
+def remappings(cameras: list[str], camera_ns: str, image_topic: str) -> list[tuple[str, str]]:
+    """The node's relative camera topics -> the drivers' topics under ``camera_ns``."""
+    ns = "/" + camera_ns.strip("/") if camera_ns.strip("/") else ""
+    out = []
+    for cam in cameras:
+        out.append((f"{cam}/image", f"{ns}/{cam}/{image_topic}"))
+        out.append((f"{cam}/image/compressed", f"{ns}/{cam}/{image_topic}/compressed"))
+        out.append((f"{cam}/camera_info", f"{ns}/{cam}/camera_info"))
+    return out
+
+
+def launch_node(context: LaunchContext) -> list[Node]:
+    """The node, with everything resolved from the launch arguments (run by ``OpaqueFunction``)."""
+
+    def arg(name: str) -> str:
+        return LaunchConfiguration(name).perform(context)
+
+    params_file = arg("params_file")
+    cameras = camera_names(params_file)
+    return [Node(
+        package="scaocc_ros",
+        executable="occ_node",
+        name=NODE_NAME,
+        output="screen",
+        emulate_tty=True,
+        parameters=[
+            params_file,
+            {
+                "model_path": arg("model_path"),
+                "device": arg("device"),
+                "backend": arg("backend"),
+                "image_transport": arg("image_transport"),
+                "extrinsics_source": arg("extrinsics_source"),
+                "use_sim_time": is_true(arg("use_sim_time")),
+            },
+        ],
+        remappings=remappings(cameras, arg("camera_ns"), arg("image_topic")),
+    )]
 
 
 def generate_launch_description() -> LaunchDescription:
     share = get_package_share_directory("scaocc_ros")
-    camera_ns = LaunchConfiguration("camera_ns")
-    remappings = []
-    for cam in CAMERAS:
-        for topic in ("image", "image/compressed", "camera_info"):
-            remappings.append((f"{cam}/{topic}", [camera_ns, f"/{cam}/{topic}"]))
     return LaunchDescription([
         DeclareLaunchArgument("params_file", default_value=os.path.join(share, "config", "occ_node.yaml"),
-                              description="occ_node parameters (ros__parameters YAML)"),
+                              description="occ_node parameters (ros__parameters YAML); its camera_names "
+                                          "decide the remapped cameras"),
         DeclareLaunchArgument("model_path", default_value="", description="checkpoint or exported model"),
-        DeclareLaunchArgument("device", default_value="cuda", description="cpu or cuda"),
+        DeclareLaunchArgument("device", default_value="auto",
+                              description="auto (cuda when available, else cpu), cpu or cuda"),
         DeclareLaunchArgument("backend", default_value="torch", description="torch, onnxruntime or tensorrt"),
         DeclareLaunchArgument("image_transport", default_value="compressed", description="raw or compressed"),
         DeclareLaunchArgument("extrinsics_source", default_value="tf", description="params or tf"),
-        DeclareLaunchArgument("use_sim_time", default_value="false", description="use /clock (bag replay)"),
+        DeclareLaunchArgument("use_sim_time", default_value="false",
+                              description="use /clock (bag replay); true/True/1 (any case)"),
         DeclareLaunchArgument("camera_ns", default_value="/sensors/cameras",
                               description="namespace of the camera drivers' topics"),
-        Node(
-            package="scaocc_ros",
-            executable="occ_node",
-            name="occ_node",
-            output="screen",
-            emulate_tty=True,
-            parameters=[
-                LaunchConfiguration("params_file"),
-                {
-                    "model_path": LaunchConfiguration("model_path"),
-                    "device": LaunchConfiguration("device"),
-                    "backend": LaunchConfiguration("backend"),
-                    "image_transport": LaunchConfiguration("image_transport"),
-                    "extrinsics_source": LaunchConfiguration("extrinsics_source"),
-                    "use_sim_time": PythonExpression(["'", LaunchConfiguration("use_sim_time"), "' == 'true'"]),
-                },
-            ],
-            remappings=remappings,
-        ),
+        DeclareLaunchArgument("image_topic", default_value="image",
+                              description="the drivers' image topic under <camera_ns>/<cam>: image, image_raw, "
+                                          "image_rect, image_rect_color... (rectification: auto follows it)"),
+        OpaqueFunction(function=launch_node),
     ])
