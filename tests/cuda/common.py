@@ -19,7 +19,8 @@ from scaocc_core.grid import FREE
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIGS = ("baseline_tiny", "scaocc_tiny", "baseline_r50", "scaocc_r50")
-TRAINED = ROOT / "models" / "scaocc_tiny.pt"
+#: The trained checkpoint the label-agreement tests run (``SCAOCC_CUDA_CHECKPOINT`` overrides it).
+TRAINED = Path(os.environ.get("SCAOCC_CUDA_CHECKPOINT", ROOT / "models" / "scaocc_tiny.pt"))
 
 ON_CUDA = torch.cuda.is_available()
 DRY = not ON_CUDA and os.environ.get("SCAOCC_CUDA_DRY") == "1"
