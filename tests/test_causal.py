@@ -18,8 +18,7 @@ from scaocc_core.config import LiftConfig
 from scaocc_core.grid import FREE, IGNORE
 from scaocc_core.model.causal_occ import CausalOcc
 
-from .conftest import micro_config
-from .helpers import camera_inputs
+from .fixtures import camera_inputs, micro_config
 
 
 def _toy_targets(cfg, batch: int = 1):

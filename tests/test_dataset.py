@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import cv2
 import numpy as np
 import pytest
 import torch
@@ -18,63 +17,15 @@ from scaocc_core.data.labels import (
     OccLabels,
     downsample_labels,
     downsample_labels_reference,
-    save_occ3d_labels,
 )
-from scaocc_core.data.manifest import CameraRecord, FrameRecord, Manifest
+from scaocc_core.data.manifest import Manifest
 from scaocc_core.data.noise import CameraNoise
 from scaocc_core.data.rig import load_nuscenes_sample_rig
 from scaocc_core.grid import FREE
 
-SRC_HW = (225, 400)
-POINT = np.array([14.0, 1.5, 0.8])  # ego point painted as a red blob in CAM_FRONT
+from .fixtures import MANIFEST_HW, MANIFEST_POINT, project, write_manifest
+
 CFG = ModelConfig(grid=GridConfig(size=(100, 100, 8)), image=ImageConfig(6, 128, 352)).validate()
-
-
-def _project(K: np.ndarray, ego_T_cam: np.ndarray, p: np.ndarray) -> tuple[np.ndarray, float]:
-    c = np.linalg.inv(ego_T_cam) @ np.append(p, 1.0)
-    return (K @ c[:3])[:2] / c[2], float(c[2])
-
-
-def _tuple(m: np.ndarray) -> tuple[tuple[float, ...], ...]:
-    return tuple(tuple(float(v) for v in r) for r in m)
-
-
-def write_manifest(root: Path, frames: int = 3, with_2d: bool = True) -> Manifest:
-    """A tiny manifest: 6 cameras at 225x400 with a blob at POINT, Occ3D 200x200x16 labels."""
-    rig = load_nuscenes_sample_rig().resized(*SRC_HW)
-    rng = np.random.default_rng(0)
-    records = []
-    for i in range(frames):
-        cams = {}
-        for cam in rig.cameras:
-            img = np.full((*SRC_HW, 3), 60 + 20 * i, dtype=np.uint8)
-            uv, depth = _project(cam.K, cam.ego_T_cam, POINT)
-            if depth > 0:
-                cv2.circle(img, (int(round(uv[0])), int(round(uv[1]))), 5, (0, 0, 255), -1)  # BGR red
-            rel = f"frame{i}/{cam.name}.png"
-            (root / rel).parent.mkdir(parents=True, exist_ok=True)
-            cv2.imwrite(str(root / rel), img)
-            sem = depth_rel = sem_rel = None
-            if with_2d:
-                sem = np.full(SRC_HW, 255, np.uint8)
-                d = np.zeros(SRC_HW, np.float32)
-                v, u = rng.integers(0, SRC_HW[0], 300), rng.integers(0, SRC_HW[1], 300)
-                sem[v, u], d[v, u] = rng.integers(0, 17, 300), rng.uniform(1, 50, 300)
-                sem_rel, depth_rel = f"frame{i}/{cam.name}_sem.png", f"frame{i}/{cam.name}_depth.npy"
-                cv2.imwrite(str(root / sem_rel), sem)
-                np.save(root / depth_rel, d)
-            cams[cam.name] = CameraRecord(rel, _tuple(cam.K), _tuple(cam.ego_T_cam), sem_rel, depth_rel)
-        sem3d = np.full((200, 200, 16), FREE, np.uint8)
-        sem3d[100:120, 90:110, 2:6] = 4  # a car-sized block ahead
-        sem3d[:, :, 0:2] = 11  # road
-        mask = np.zeros_like(sem3d, dtype=bool)
-        mask[:, :, :8] = True
-        save_occ3d_labels(root / f"gts/frame{i}/labels.npz", OccLabels(sem3d, mask, mask.copy()))
-        records.append(FrameRecord(f"tok{i}", "scene-a", float(i), _tuple(np.eye(4)), f"gts/frame{i}", cams))
-    manifest = Manifest(root, "test", rig.names, records, {"train": list(range(frames - 1)), "val": [frames - 1]},
-                        {"lower": [-40, -40, -1], "upper": [40, 40, 5.4], "size": [200, 200, 16]})
-    manifest.save()
-    return manifest
 
 
 @pytest.fixture(scope="module")
@@ -129,7 +80,7 @@ def test_item_shapes_and_values(manifest_dir: Path) -> None:
     assert b.inputs.images.shape == (2, 6, 3, 128, 352) and b.inputs.images.dtype == torch.float32
     assert 0 <= float(b.inputs.images.min()) and float(b.inputs.images.max()) <= 1
     assert b.inputs.camera_valid.all() and b.tokens == ["tok0", "tok1"]
-    rig = load_nuscenes_sample_rig().resized(*SRC_HW)
+    rig = load_nuscenes_sample_rig().resized(*MANIFEST_HW)
     np.testing.assert_allclose(b.inputs.intrinsics[0, 1].numpy(), rig.cameras[1].K, rtol=1e-6)
     np.testing.assert_allclose(b.inputs.bda[0].numpy(), np.eye(4))
     t = b.targets
@@ -155,12 +106,12 @@ def _blob_centroid(img: torch.Tensor) -> np.ndarray:
 def test_augmented_blob_and_bda(manifest_dir: Path) -> None:
     cfg = AugmentConfig(bev_rot_deg=30.0, rot_deg=8.0)
     ds = OccDataset(manifest_dir, "train", CFG, augment=cfg, seed=3)
-    rig = load_nuscenes_sample_rig().resized(*SRC_HW)
+    rig = load_nuscenes_sample_rig().resized(*MANIFEST_HW)
     checked = 0
     for epoch in range(4):
         ds.set_epoch(epoch)
         b = ds[0]
-        uv, _ = _project(rig.cameras[1].K, rig.cameras[1].ego_T_cam, POINT)
+        uv, _ = project(rig.cameras[1].K, rig.cameras[1].ego_T_cam, MANIFEST_POINT)
         pr, pt = b.inputs.post_rot[0, 1].double().numpy(), b.inputs.post_tran[0, 1].double().numpy()
         want = pr[:2, :2] @ uv + pt[:2]
         if 5 < want[0] < 346 and 5 < want[1] < 122:

@@ -15,7 +15,7 @@ from scaocc_core.training.distributed import cleanup, setup
 from scaocc_core.training.engine import LAST, train
 from scaocc_core.training.records import read_metrics
 
-from .train_fixtures import micro_config, micro_train_config, write_micro_world
+from .fixtures import front_config, micro_train_config, write_micro_world
 
 WORLD_SIZE = 2
 STEPS = 3
@@ -33,7 +33,7 @@ def _worker(rank: int, port: int, data: str, out: str) -> None:
     info = setup("cpu")
     try:
         cfg = micro_train_config(STEPS, checkpoint_every=2, val_every=STEPS)
-        result = train(micro_config(full=True), cfg, data, Path(out) / "run", info, progress=False)
+        result = train(front_config(full=True), cfg, data, Path(out) / "run", info, progress=False)
         params = {k: v.detach().clone() for k, v in result.model.named_parameters()}
         torch.save(params, Path(out) / f"rank{rank}.pt")
     finally:
@@ -43,7 +43,7 @@ def _worker(rank: int, port: int, data: str, out: str) -> None:
 def test_two_gloo_replicas_stay_identical(tmp_path: Path) -> None:
     data = write_micro_world(tmp_path / "world", scenes=3, frames=1, val_scenes=1)  # 2 train frames, 1 per rank
     torch.manual_seed(123)
-    initial = {k: v.detach().clone() for k, v in CausalOcc(micro_config(full=True)).named_parameters()}
+    initial = {k: v.detach().clone() for k, v in CausalOcc(front_config(full=True)).named_parameters()}
     mp.spawn(_worker, args=(_free_port(), str(data), str(tmp_path)), nprocs=WORLD_SIZE, join=True)
     w0 = torch.load(tmp_path / "rank0.pt", weights_only=True)
     w1 = torch.load(tmp_path / "rank1.pt", weights_only=True)

@@ -18,7 +18,7 @@ from scaocc_core.training.ablation import ladder
 from scaocc_core.training.evaluate import frame_indices
 from scaocc_core.training.robustness import SO3_LEVELS, STANDARD, relative_drop
 
-from .train_fixtures import micro_config, write_micro_world
+from .fixtures import front_config, write_micro_world
 
 
 @pytest.fixture(scope="module")
@@ -26,7 +26,7 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     root = tmp_path_factory.mktemp("eval")
     world = write_micro_world(root / "world", scenes=2, frames=1, val_scenes=1, seed=3)
     torch.manual_seed(0)
-    ckpt = save_checkpoint(root / "micro.pt", CausalOcc(micro_config(full=True)), micro_config(full=True))
+    ckpt = save_checkpoint(root / "micro.pt", CausalOcc(front_config(full=True)), front_config(full=True))
     return ckpt, str(world)
 
 
@@ -92,9 +92,9 @@ def test_frame_indices_spread_evenly() -> None:
 
 
 def test_ablation_ladder_is_cumulative() -> None:
-    base = micro_config()
+    base = front_config()
     base = replace(base, loss=replace(base.loss, depth_weight=1.0))
-    full = micro_config(full=True)
+    full = front_config(full=True)
     rungs = dict(ladder(base, full))
     assert list(rungs) == ["0_baseline", "1_no_depth_sup", "2_causal_loss", "3_grouped_lift", "4_camera_offsets",
                            "5_normalized_conv"]

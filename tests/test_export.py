@@ -3,58 +3,26 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 from pathlib import Path
 
 import numpy as np
 import onnx
 import pytest
-import torch
 from onnx import TensorProto, helper
 
 from scaocc_core.checkpoint import save_checkpoint
-from scaocc_core.config import GridConfig, ImageConfig, ModelConfig, load_config
+from scaocc_core.config import ModelConfig, load_config
 from scaocc_core.data.synthetic import SynthSpec, render_frame
 from scaocc_core.deploy import export
 from scaocc_core.deploy.graph import InferenceGraph, LogitsGraph
 from scaocc_core.deploy.onnx_model import read_metadata
 from scaocc_core.deploy.parity import rig_feeds, torch_outputs
 from scaocc_core.model.causal_occ import CausalOcc
-from scaocc_core.model.voxel_net import NormalizedConv3d
 from scaocc_core.predictor import Predictor, PredictorInput
 
+from .fixtures import make_model, small_tiny
+
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def make_model(cfg: ModelConfig, seed: int = 0) -> CausalOcc:
-    """A random model whose logits vary across voxels and whose camera offsets move the geometry.
-
-    Default initialisation shrinks activations layer by layer (near-constant logits, one
-    label everywhere), which would make parity trivial: variance-preserving weights and
-    random normalised-convolution kernels instead.
-    """
-    torch.manual_seed(seed)
-    model = CausalOcc(cfg).eval()
-    for module in model.modules():
-        if isinstance(module, (torch.nn.Conv2d, torch.nn.Conv3d, torch.nn.Linear)):
-            torch.nn.init.kaiming_normal_(module.weight, nonlinearity="relu")
-        if isinstance(module, NormalizedConv3d):
-            torch.nn.init.normal_(module.spatial_logits)
-            torch.nn.init.normal_(module.mix_logits)
-    assert model.offset_head is not None
-    for last in (model.offset_head.global_mlp[-1], model.offset_head.local[-1]):
-        torch.nn.init.normal_(last.weight, std=0.05)  # type: ignore[arg-type]
-        torch.nn.init.normal_(last.bias, std=0.05)  # type: ignore[arg-type]
-    return model
-
-
-def small_tiny() -> ModelConfig:
-    """scaocc_tiny with four cameras, smaller images and a coarser grid."""
-    cfg = load_config(ROOT / "config/model/scaocc_tiny.yaml")
-    return dataclasses.replace(
-        cfg, name="scaocc_tiny_small", image=ImageConfig(num_cams=4, height=64, width=176),
-        grid=GridConfig(lower=(-20.0, -20.0, -1.0), upper=(20.0, 20.0, 5.4), size=(40, 40, 8)),
-    ).validate()
 
 
 @pytest.fixture(scope="module")

@@ -14,12 +14,12 @@ from scaocc_core.training.distributed import DistInfo
 from scaocc_core.training.engine import train
 from scaocc_core.training.evaluate import evaluate_model
 
-from .train_fixtures import micro_config, micro_train_config, write_micro_world
+from .fixtures import front_config, micro_train_config, write_micro_world
 
 
 def test_micro_model_overfits_two_frames(tmp_path: Path) -> None:
     world = str(write_micro_world(tmp_path / "world", scenes=1, frames=2, val_scenes=0, preset="easy"))
-    cfg = micro_config()
+    cfg = front_config()
     result = train(cfg, micro_train_config(100, lr=5e-3), world, tmp_path / "run", DistInfo(), progress=False)
     metric = evaluate_model(result.model, OccDataset(world, "train", cfg), torch.device("cpu"), progress=False)
     summary = metric.summary()
@@ -29,7 +29,7 @@ def test_micro_model_overfits_two_frames(tmp_path: Path) -> None:
 
 def per_height_prior(dataset: OccDataset) -> np.ndarray:
     """The trivial predictor: the most frequent (camera-visible) class of each height level, Z."""
-    counts = np.zeros((micro_config().grid.size[2], NUM_CLASSES), dtype=np.int64)
+    counts = np.zeros((front_config().grid.size[2], NUM_CLASSES), dtype=np.int64)
     for i in range(len(dataset)):
         labels = dataset.labels(i)
         assert labels is not None
@@ -41,7 +41,7 @@ def per_height_prior(dataset: OccDataset) -> np.ndarray:
 
 def test_trained_model_beats_per_height_prior_on_unseen_frames(tmp_path: Path) -> None:
     world = str(write_micro_world(tmp_path / "world", scenes=4, frames=2, val_scenes=1, seed=5))
-    cfg = micro_config()
+    cfg = front_config()
     tcfg = micro_train_config(80, lr=5e-3, augment=True)
     result = train(cfg, tcfg, world, tmp_path / "run", DistInfo(), progress=False)
     val = OccDataset(world, "val", cfg)

@@ -12,8 +12,7 @@ from scaocc_core.config import ConfigError, OffsetConfig, load_config, model_con
 from scaocc_core.model.causal_occ import CausalOcc
 from scaocc_core.model.voxel_net import NormalizedConv3d
 
-from .conftest import micro_config
-from .helpers import camera_inputs
+from .fixtures import camera_inputs, micro_config
 
 
 def test_forward_shapes():

@@ -10,7 +10,7 @@ from scaocc_core.model.lift import FrustumLifter
 from scaocc_core.model.offsets import CameraOffsets
 from scaocc_core.model.splat import grouped_features, pool_hard, pool_hard_reference, pool_soft
 
-from .helpers import look_at_cameras
+from .fixtures import look_at_cameras
 
 SIZE = (6, 5, 4)
 

@@ -17,7 +17,7 @@ from scaocc_core.training.engine import FINAL, LAST, train
 from scaocc_core.training.records import read_metrics
 from scaocc_core.training.synthdata import CachedFrames
 
-from .train_fixtures import micro_config, micro_train_config, write_micro_world
+from .fixtures import front_config, micro_train_config, write_micro_world
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +48,7 @@ def _weights(path: Path) -> dict[str, torch.Tensor]:
 
 
 def test_resume_continues_with_the_same_weights(world: str, tmp_path: Path) -> None:
-    cfg = micro_config(full=True)  # causal loss, offsets, soft pooling: the hardest state to restore
+    cfg = front_config(full=True)  # causal loss, offsets, soft pooling: the hardest state to restore
     constant = dict(warmup_steps=0, min_lr_ratio=1.0, checkpoint_every=1)
     straight = train(cfg, micro_train_config(3, **constant), world, tmp_path / "straight", DistInfo(), progress=False)
     first = train(cfg, micro_train_config(2, **constant), world, tmp_path / "split", DistInfo(), progress=False)
@@ -68,29 +68,29 @@ def test_resume_continues_with_the_same_weights(world: str, tmp_path: Path) -> N
 
 def test_training_writes_records_and_refuses_to_overwrite(world: str, tmp_path: Path) -> None:
     cfg = micro_train_config(2, val_every=2)
-    result = train(micro_config(), cfg, world, tmp_path, DistInfo(), progress=False)
+    result = train(front_config(), cfg, world, tmp_path, DistInfo(), progress=False)
     rows = read_metrics(tmp_path / "metrics.csv")
     assert [int(r["step"]) for r in rows] == [1, 2]
     assert rows[-1]["val_miou"] != "" and float(rows[0]["total"]) > 0
     assert (tmp_path / "curves.png").stat().st_size > 1000
     assert result.val_history and result.val_history[-1][0] == 2
     model, loaded_cfg = load_checkpoint(tmp_path / FINAL)
-    assert loaded_cfg == micro_config() and not model.training
+    assert loaded_cfg == front_config() and not model.training
     with pytest.raises(FileExistsError, match="--resume"):
-        train(micro_config(), cfg, world, tmp_path, DistInfo(), progress=False)
+        train(front_config(), cfg, world, tmp_path, DistInfo(), progress=False)
 
 
 def test_corrupt_checkpoint_gives_a_clear_error(world: str, tmp_path: Path) -> None:
     (tmp_path / LAST).write_bytes(b"\x80\x02 definitely not a checkpoint")
     with pytest.raises(CheckpointError, match="cannot read checkpoint"):
-        train(micro_config(), micro_train_config(2), world, tmp_path, DistInfo(), resume=True, progress=False)
+        train(front_config(), micro_train_config(2), world, tmp_path, DistInfo(), resume=True, progress=False)
     with pytest.raises(CheckpointError):
         load_checkpoint(tmp_path / LAST)
 
 
 def test_resume_with_another_config_is_refused(world: str, tmp_path: Path) -> None:
-    train(micro_config(), micro_train_config(1, checkpoint_every=1), world, tmp_path, DistInfo(), progress=False)
-    other = replace(micro_config(), name="other")
+    train(front_config(), micro_train_config(1, checkpoint_every=1), world, tmp_path, DistInfo(), progress=False)
+    other = replace(front_config(), name="other")
     with pytest.raises(CheckpointError, match="another model config"):
         train(other, micro_train_config(2), world, tmp_path, DistInfo(), resume=True, progress=False)
 

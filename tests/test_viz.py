@@ -18,7 +18,8 @@ from scaocc_core.grid import FREE, PALETTE
 from scaocc_core.model.causal_occ import CausalOcc
 from scaocc_core.viz import bev_image, bev_png, camera_overlay_png, overlay, render_voxels_to_cameras, voxels_3d_png
 from scaocc_core.viz3d import CHECKER_DARKEN, FACE_NORMALS, FACE_SHADE, cube_mesh, open3d_unavailable, warn_fallback
-from tests.test_dataset import write_manifest
+
+from .fixtures import write_manifest
 
 
 def _scene() -> np.ndarray:
