@@ -1,8 +1,15 @@
-"""The one ``Predictor`` used by the CLI, the node and the benchmarks.
+"""The one ``Predictor``: camera images in, :class:`Prediction` out, on any inference engine.
 
-It owns preprocessing (the dataset's test-time resize and crop of arbitrary camera images to
-the network size, with the augmentation matrices updated) and runs a backend: ``torch`` here;
-``onnxruntime`` and ``tensorrt`` backends live in :mod:`scaocc_core.deploy`.
+``Predictor(engine, meta)`` owns what is the same for every backend: validating the
+inputs, the dataset's test-time resize and crop of arbitrary camera images to the network
+size (with the augmentation matrices updated), and unpacking the outputs. The engine
+(:mod:`scaocc_core.deploy.backends`: torch, onnxruntime, tensorrt) only runs the graph;
+``meta`` (:class:`~scaocc_core.deploy.onnx_model.ExportMetadata`) says which model it is.
+:func:`make_predictor` is the one factory. For Python users::
+
+    predictor = Predictor.from_checkpoint("best.pt")  # or make_predictor(path, "cuda", "tensorrt")
+    pred = predictor.predict(PredictorInput(images, intrinsics, ego_T_cam, camera_valid))
+    pred.labels  # X Y Z uint8, 17 = free
 """
 
 from __future__ import annotations
@@ -15,11 +22,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from scaocc_core.checkpoint import load_checkpoint
 from scaocc_core.config import GridConfig, ModelConfig
 from scaocc_core.data.augment import eval_image_aug, image_aug_matrix, post_rot_tran, warp_image
-from scaocc_core.deploy.graph import InferenceGraph
-from scaocc_core.grid import CLASS_NAMES
+from scaocc_core.deploy.backends import Engine, TorchEngine, labels_from_logits, load_engine
+from scaocc_core.deploy.onnx_model import ExportMetadata
 from scaocc_core.model.causal_occ import CausalOcc
 
 log = logging.getLogger(__name__)
@@ -73,34 +79,32 @@ class Prediction:
 
 
 class Predictor:
-    """Checkpoint (or config) in, :class:`Prediction` out; see the module docstring."""
+    """An engine and its model's metadata in, :class:`Prediction` out; see the module docstring."""
 
-    def __init__(self, model: CausalOcc, cfg: ModelConfig, device: str = "cpu") -> None:
-        self.cfg = cfg
-        self.device = torch.device(device)
-        self.graph = InferenceGraph(model.to(self.device).eval())
-        self.grid: GridConfig = cfg.grid
-        self.class_names: tuple[str, ...] = CLASS_NAMES
-        self.num_cams = cfg.image.num_cams
-        self.image_hw = (cfg.image.height, cfg.image.width)
+    def __init__(self, engine: Engine, meta: ExportMetadata) -> None:
+        self.engine = engine
+        self.meta = meta
+        self.cfg: ModelConfig = meta.config
+        self.grid: GridConfig = meta.grid
+        self.class_names: tuple[str, ...] = meta.class_names
+        self.num_cams = meta.config.image.num_cams
+        self.image_hw = (meta.config.image.height, meta.config.image.width)
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, device: str = "cpu", backend: str = "torch") -> Predictor:
-        """Rebuild the model from a checkpoint file (its config travels inside)."""
-        if backend != "torch":
-            from scaocc_core.deploy.backends import make_predictor
+        """The model of a checkpoint (its config travels inside) or of an ONNX export; see :func:`make_predictor`."""
+        return make_predictor(path, device, backend)
 
-            return make_predictor(path, device=device, backend=backend)
-        if device.startswith("cuda") and not torch.cuda.is_available():
-            raise PredictorError("device 'cuda' requested but torch.cuda.is_available() is False")
-        model, cfg = load_checkpoint(path, device)
-        return cls(model, cfg, device)
+    @classmethod
+    def from_model(cls, model: CausalOcc, cfg: ModelConfig, device: str = "cpu") -> Predictor:
+        """A model already in memory on the torch engine."""
+        return cls(TorchEngine(model, device), ExportMetadata(cfg, "labels", "fp32"))
 
     @classmethod
     def from_config(cls, cfg: ModelConfig, device: str = "cpu", seed: int = 0) -> Predictor:
-        """A randomly initialised model (tests and benchmarks)."""
+        """A randomly initialised model (demos, tests and benchmarks)."""
         torch.manual_seed(seed)
-        return cls(CausalOcc(cfg), cfg, device)
+        return cls.from_model(CausalOcc(cfg), cfg, device)
 
     def decode_reduction(self, src_hw: tuple[int, int]) -> int:
         """:func:`decode_reduction` of ``src_hw`` images for this model's input size."""
@@ -138,11 +142,11 @@ class Predictor:
         }
 
     def run(self, feeds: dict[str, np.ndarray]) -> tuple[np.ndarray, ...]:
-        """Run the backend on preprocessed inputs; returns the graph outputs as numpy."""
-        with torch.inference_mode():
-            args = [torch.from_numpy(feeds[k]).to(self.device) for k in
-                    ("images", "intrinsics", "ego_T_cam", "post_rot", "post_tran", "camera_valid")]
-            return tuple(t.cpu().numpy() for t in self.graph(*args))
+        """Run the engine on preprocessed inputs: labels, confidence, rotation and translation offsets."""
+        out = self.engine(feeds)
+        if self.meta.outputs == "logits":
+            return (*labels_from_logits(out[0]), *out[1:])
+        return out
 
     def predict(self, inp: PredictorInput) -> Prediction:
         """Preprocess, run and unpack one camera set."""
@@ -156,3 +160,19 @@ class Predictor:
             translation_offsets=trans[0].astype(np.float64),
             timings_ms={"preprocess": 1e3 * (t1 - t0), "inference": 1e3 * (t2 - t1)},
         )
+
+
+def make_predictor(path: str | Path, device: str = "cpu", backend: str = "torch", precision: str = "fp32",
+                   compile: bool = False, cuda_graph: bool = False, threads: int | None = None,
+                   fused_pool: bool = True) -> Predictor:
+    """A :class:`Predictor` for a ``.pt`` checkpoint or an ``.onnx`` export on ``backend``.
+
+    ``precision`` (fp32/fp16/bf16), ``compile``, ``cuda_graph`` and ``fused_pool`` apply to
+    ``torch``; ``precision`` fp16 also picks the float16 export when a checkpoint is given to
+    an ONNX backend; ``threads`` sets ONNX Runtime's intra-op threads. Raises
+    :class:`~scaocc_core.deploy.backends.EngineError` for unusable files or options and
+    :class:`~scaocc_core.deploy.backends.BackendUnavailable` when the backend cannot run here.
+    """
+    engine, meta = load_engine(path, device, backend, precision, compile, cuda_graph, threads, fused_pool)
+    log.info("%s predictor: %s (%s, %s) on %s", backend, path, meta.config.name, meta.precision, device)
+    return Predictor(engine, meta)

@@ -1,4 +1,4 @@
-"""Predictor backends: ONNX Runtime equals torch, clear errors for missing/corrupt backends."""
+"""Predictor engines: ONNX Runtime equals torch, one factory, clear errors for missing/corrupt backends."""
 
 from __future__ import annotations
 
@@ -12,12 +12,14 @@ import torch
 
 from scaocc_core.checkpoint import save_checkpoint
 from scaocc_core.config import ModelConfig
-from scaocc_core.deploy import backends
+from scaocc_core.deploy import backends, pool_triton
 from scaocc_core.deploy.graph import InferenceGraph
 from scaocc_core.deploy.onnx_model import OnnxModelError
 from scaocc_core.deploy.parity import ring_rig
-from scaocc_core.predictor import Predictor, PredictorError, PredictorInput
-from tests.test_export import make_model, small_tiny
+from scaocc_core.model.causal_occ import CausalOcc
+from scaocc_core.predictor import Predictor, PredictorInput, make_predictor
+
+from .fixtures import make_model, micro_config, small_tiny
 
 
 @pytest.fixture(scope="module")
@@ -39,8 +41,9 @@ def camera_input(cfg: ModelConfig, seed: int) -> PredictorInput:
 def test_onnxruntime_equals_torch(checkpoint: tuple[Path, ModelConfig]) -> None:
     path, cfg = checkpoint
     ref = Predictor.from_checkpoint(path)
-    ort = backends.make_predictor(path, backend="onnxruntime", threads=1)
-    assert isinstance(ort, backends.EnginePredictor)
+    ort = make_predictor(path, backend="onnxruntime", threads=1)
+    assert type(ref) is type(ort) is Predictor  # one class; only the engine differs
+    assert isinstance(ref.engine, backends.TorchEngine) and isinstance(ort.engine, backends.OrtEngine)
     assert ort.grid == ref.grid and ort.class_names == ref.class_names and ort.image_hw == ref.image_hw
     for seed in (0, 1):
         inp = camera_input(cfg, seed)
@@ -53,11 +56,11 @@ def test_onnxruntime_equals_torch(checkpoint: tuple[Path, ModelConfig]) -> None:
 
 def test_onnx_cache_and_from_checkpoint(checkpoint: tuple[Path, ModelConfig]) -> None:
     path, cfg = checkpoint
-    backends.make_predictor(path, backend="onnxruntime", threads=1)
+    make_predictor(path, backend="onnxruntime", threads=1)
     cached = path.with_name("small.onnx")
     assert cached.is_file()
     stamp = cached.stat().st_mtime_ns
-    via_onnx = backends.make_predictor(cached, backend="onnxruntime", threads=1)  # metadata alone
+    via_onnx = make_predictor(cached, backend="onnxruntime", threads=1)  # metadata alone
     via_predictor = Predictor.from_checkpoint(path, backend="onnxruntime")
     assert cached.stat().st_mtime_ns == stamp  # reused, not re-exported
     assert via_onnx.cfg == cfg and via_predictor.num_cams == cfg.image.num_cams
@@ -68,25 +71,36 @@ def test_onnx_cache_and_from_checkpoint(checkpoint: tuple[Path, ModelConfig]) ->
 def test_tensorrt_missing_is_clear(checkpoint: tuple[Path, ModelConfig], monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "tensorrt", None)  # import tensorrt -> ImportError
     with pytest.raises(backends.BackendUnavailable, match="needs the TensorRT 10 Python package"):
-        backends.make_predictor(checkpoint[0], device="cuda", backend="tensorrt")
+        make_predictor(checkpoint[0], device="cuda", backend="tensorrt")
 
 
 def test_corrupt_onnx_is_clear(tmp_path: Path) -> None:
     bad = tmp_path / "broken.onnx"
     bad.write_bytes(os.urandom(2048))
     with pytest.raises(OnnxModelError, match="cannot read ONNX file .*broken.onnx"):
-        backends.make_predictor(bad, backend="onnxruntime")
-    with pytest.raises(PredictorError, match="not found"):
-        backends.make_predictor(tmp_path / "missing.onnx")
-    with pytest.raises(PredictorError, match="unknown backend"):
-        backends.make_predictor(bad, backend="openvino")
+        make_predictor(bad, backend="onnxruntime")
+    with pytest.raises(backends.EngineError, match="not found"):
+        make_predictor(tmp_path / "missing.onnx")
+    with pytest.raises(backends.EngineError, match="unknown backend"):
+        make_predictor(bad, backend="openvino")
 
 
 def test_torch_options_checked(checkpoint: tuple[Path, ModelConfig]) -> None:
-    with pytest.raises(PredictorError, match="need a CUDA device"):
-        backends.make_predictor(checkpoint[0], backend="torch", precision="fp16")
-    with pytest.raises(PredictorError, match="needs a .pt checkpoint"):
-        backends.make_predictor(checkpoint[0].with_name("small.onnx"), backend="torch")
+    with pytest.raises(backends.EngineError, match="need a CUDA device"):
+        make_predictor(checkpoint[0], backend="torch", precision="fp16")
+    with pytest.raises(backends.EngineError, match="needs a .pt checkpoint"):
+        make_predictor(checkpoint[0].with_name("small.onnx"), backend="torch")
+
+
+def test_fused_pool_only_on_cuda_with_triton(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(backends, "triton_available", lambda: True)
+    assert backends.fused_pool_kernel("cuda:1") is pool_triton.pool_hard_fused
+    assert backends.fused_pool_kernel("cuda", enabled=False) is None
+    assert backends.fused_pool_kernel("cpu") is None
+    monkeypatch.setattr(backends, "triton_available", lambda: False)
+    assert backends.fused_pool_kernel("cuda") is None
+    engine = backends.TorchEngine(CausalOcc(micro_config()), "cpu")
+    assert engine.graph.model.fused_pool is None  # the model's own index_add pooling
 
 
 def test_labels_from_logits_matches_graph() -> None:
@@ -105,7 +119,7 @@ def test_closed_form_inverse_mode(checkpoint: tuple[Path, ModelConfig]) -> None:
     torch.testing.assert_close(inv, torch.linalg.inv(A), atol=1e-5, rtol=1e-5)
     path, cfg = checkpoint
     predictor = Predictor.from_checkpoint(path)
-    assert isinstance(predictor.graph, InferenceGraph)
+    assert isinstance(predictor.engine, backends.TorchEngine) and isinstance(predictor.engine.graph, InferenceGraph)
     feeds = predictor.preprocess(camera_input(cfg, 4))
     plain = predictor.run(feeds)
     with backends._closed_form_inverse():

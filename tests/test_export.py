@@ -52,7 +52,7 @@ def test_parity_synthetic_frame(tiny: tuple[CausalOcc, ModelConfig, Path]) -> No
     model, cfg, path = tiny
     spec = SynthSpec(seed=3, scenes=1, frames=1, height=cfg.image.height, width=cfg.image.width, grid=cfg.grid)
     frame = render_frame(spec, 0, 0)
-    predictor = Predictor(model, cfg)
+    predictor = Predictor.from_model(model, cfg)
     feeds = predictor.preprocess(PredictorInput(list(frame.images), frame.intrinsics, frame.ego_T_cam,
                                                 np.ones(cfg.image.num_cams, dtype=bool)))
     report = export.onnx_parity(path, LogitsGraph(model), feeds)

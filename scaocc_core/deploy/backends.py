@@ -1,22 +1,27 @@
-"""Predictor backends behind the one :class:`~scaocc_core.predictor.Predictor` interface.
+"""Inference engines behind the one :class:`~scaocc_core.predictor.Predictor`.
 
-``make_predictor(path, device, backend)`` accepts a ``.pt`` checkpoint or an ``.onnx``
-export and returns a Predictor whose ``preprocess`` (resize, crop, calibration checks) is
-the shared one; only ``run`` differs:
+An :class:`Engine` runs preprocessed feeds (:data:`~scaocc_core.deploy.graph.INPUT_NAMES`)
+and returns the graph outputs; the Predictor owns everything around it (resize, crop,
+calibration checks, unpacking). :func:`load_engine` opens a ``.pt`` checkpoint or an
+``.onnx`` export on one backend and returns the engine with the model's metadata
+(:func:`scaocc_core.predictor.make_predictor` wraps the pair into a Predictor):
 
-* ``torch``: the checkpoint's model. On CUDA optionally float16/bfloat16 autocast for the
-  networks (geometry and scatter stay float32), ``torch.compile`` and CUDA graphs.
+* ``torch``: the checkpoint's model (:class:`TorchEngine`). On CUDA the hard pooling runs
+  the fused Triton kernel, and optionally float16/bfloat16 autocast for the networks
+  (geometry and scatter stay float32), ``torch.compile`` and CUDA graphs.
 * ``onnxruntime``: the ONNX file (CPU, or the CUDA execution provider where installed).
 * ``tensorrt``: a TensorRT 10 engine built from the ONNX file and cached beside it (see
   :mod:`scaocc_core.deploy.trt_engine` for the ``trtexec`` equivalent).
 
 Backends that need ONNX export a ``.pt`` checkpoint once to ``<checkpoint>.onnx`` (or
-``.fp16.onnx``) beside it, re-exported when the checkpoint is newer.
+``.fp16.onnx``) beside it, re-exported when the checkpoint is newer. This module never
+imports the Predictor.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -25,16 +30,19 @@ import torch
 from torch import Tensor, nn
 
 from scaocc_core.checkpoint import load_checkpoint
-from scaocc_core.config import ModelConfig
 from scaocc_core.deploy.fp16 import NETWORK_SCOPES
-from scaocc_core.deploy.graph import INPUT_NAMES
+from scaocc_core.deploy.graph import INPUT_NAMES, OUTPUT_NAMES, InferenceGraph
 from scaocc_core.deploy.onnx_model import ExportMetadata, OnnxModelError, ort_session, read_metadata
+from scaocc_core.deploy.pool_triton import pool_hard_fused, triton_available
 from scaocc_core.model.causal_occ import CausalOcc
-from scaocc_core.predictor import Predictor, PredictorError
 
 log = logging.getLogger(__name__)
 BACKENDS = ("torch", "onnxruntime", "tensorrt")
 PRECISIONS = ("fp32", "fp16", "bf16")
+
+
+class EngineError(ValueError):
+    """The model file or the engine options cannot be used (the message says why)."""
 
 
 class BackendUnavailable(RuntimeError):
@@ -60,7 +68,7 @@ class OrtEngine:
 
     def __call__(self, feeds: dict[str, np.ndarray]) -> tuple[np.ndarray, ...]:
         """Run the session."""
-        return tuple(self.session.run(list(self.output_names), feeds))
+        return tuple(self.session.run(list(self.output_names), {k: feeds[k] for k in INPUT_NAMES}))
 
 
 def labels_from_logits(logits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -69,28 +77,6 @@ def labels_from_logits(logits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     prob = np.exp(z)
     conf = 1.0 / prob.sum(axis=1)  # the max class has exp(0) = 1
     return logits.argmax(axis=1).astype(np.uint8), np.round(conf * 255.0).astype(np.uint8)
-
-
-class EnginePredictor(Predictor):
-    """A :class:`Predictor` running an exported graph (ONNX Runtime or TensorRT)."""
-
-    def __init__(self, engine: Engine, meta: ExportMetadata, device: str, backend: str) -> None:
-        self.engine = engine
-        self.meta = meta
-        self.backend = backend
-        self.cfg: ModelConfig = meta.config
-        self.device = torch.device(device)
-        self.grid = meta.grid
-        self.class_names = meta.class_names
-        self.num_cams = meta.config.image.num_cams
-        self.image_hw = (meta.config.image.height, meta.config.image.width)
-
-    def run(self, feeds: dict[str, np.ndarray]) -> tuple[np.ndarray, ...]:
-        """Labels, confidence, rotation and translation offsets (labels made from logits if needed)."""
-        out = self.engine({k: feeds[k] for k in INPUT_NAMES})
-        if self.meta.outputs == "logits":
-            return (*labels_from_logits(out[0]), *out[1:])
-        return out
 
 
 class _Autocast(nn.Module):
@@ -110,31 +96,44 @@ class _Autocast(nn.Module):
         return out.float()
 
 
-class TorchPredictor(Predictor):
-    """The torch backend with CUDA options: autocast precision, ``torch.compile``, CUDA graphs.
+def fused_pool_kernel(device: str, enabled: bool = True) -> Callable[..., Tensor] | None:
+    """The hard-pooling kernel the torch engine hands to the model: the fused Triton kernel
+    on CUDA when Triton is installed (and ``enabled``), else ``None`` (PyTorch's ``index_add``)."""
+    if enabled and device.startswith("cuda") and triton_available():
+        return pool_hard_fused
+    return None
 
-    Autocast wraps only the networks (:data:`~scaocc_core.deploy.fp16.NETWORK_SCOPES`), so
-    voxel coordinates and the scatter stay float32, as in the float16 ONNX export. A CUDA
-    graph is captured on the first call (after warm-up on a side stream) and replayed with
-    the inputs copied into its static buffers.
+
+class TorchEngine:
+    """The torch backend: eager, ``torch.compile``-d, or a replayed CUDA graph.
+
+    On CUDA with Triton installed the model's hard pooling runs the fused kernel
+    (:func:`~scaocc_core.deploy.pool_triton.pool_hard_fused`, handed to the model as its
+    ``fused_pool`` attribute; ``fused_pool=False`` keeps the PyTorch reference). Autocast
+    wraps only the networks (:data:`~scaocc_core.deploy.fp16.NETWORK_SCOPES`), so voxel
+    coordinates and the scatter stay float32, as in the float16 ONNX export. A CUDA graph is
+    captured on the first call (after warm-up on a side stream) and replayed with the inputs
+    copied into its static buffers.
     """
 
-    def __init__(self, model: CausalOcc, cfg: ModelConfig, device: str = "cpu", precision: str = "fp32",
-                 compile: bool = False, cuda_graph: bool = False) -> None:
+    def __init__(self, model: CausalOcc, device: str = "cpu", precision: str = "fp32", compile: bool = False,
+                 cuda_graph: bool = False, fused_pool: bool = True) -> None:
         if precision not in PRECISIONS:
-            raise PredictorError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+            raise EngineError(f"precision must be one of {PRECISIONS}, got {precision!r}")
         cuda = device.startswith("cuda")
         if (precision != "fp32" or cuda_graph) and not cuda:
-            raise PredictorError(f"precision {precision} / CUDA graphs need a CUDA device, got {device!r}")
+            raise EngineError(f"precision {precision} / CUDA graphs need a CUDA device, got {device!r}")
         if cuda and not torch.cuda.is_available():
-            raise PredictorError("device 'cuda' requested but torch.cuda.is_available() is False")
+            raise BackendUnavailable("device 'cuda' requested but torch.cuda.is_available() is False")
+        model.fused_pool = fused_pool_kernel(device, fused_pool)
         if precision != "fp32":
             dtype = torch.float16 if precision == "fp16" else torch.bfloat16
             for scope in NETWORK_SCOPES:
                 name = scope.split(".")[1]
                 setattr(model, name, _Autocast(getattr(model, name), dtype))
-        super().__init__(model, cfg, device)
-        self.backend = "torch"
+        self.output_names: tuple[str, ...] = OUTPUT_NAMES
+        self.device = torch.device(device)
+        self.graph = InferenceGraph(model.to(self.device).eval())
         self.forward: Any = torch.compile(self.graph) if compile else self.graph
         self.cuda_graph = cuda_graph
         self._captured: tuple[torch.cuda.CUDAGraph, list[Tensor], tuple[Tensor, ...]] | None = None
@@ -152,7 +151,7 @@ class TorchPredictor(Predictor):
             outputs = self.forward(*static)
         return graph, static, tuple(outputs)
 
-    def run(self, feeds: dict[str, np.ndarray]) -> tuple[np.ndarray, ...]:
+    def __call__(self, feeds: dict[str, np.ndarray]) -> tuple[np.ndarray, ...]:
         """Run eagerly, compiled, or by replaying the captured CUDA graph."""
         with torch.inference_mode():
             args = [torch.from_numpy(feeds[k]).to(self.device, non_blocking=True) for k in INPUT_NAMES]
@@ -218,41 +217,42 @@ def onnx_for_checkpoint(checkpoint: Path, precision: str = "fp32") -> Path:
     return out
 
 
-def make_predictor(path: str | Path, device: str = "cpu", backend: str = "onnxruntime", precision: str = "fp32",
-                   compile: bool = False, cuda_graph: bool = False, threads: int | None = None) -> Predictor:
-    """A :class:`Predictor` for a ``.pt`` checkpoint or an ``.onnx`` export on ``backend``.
+def load_engine(path: str | Path, device: str = "cpu", backend: str = "torch", precision: str = "fp32",
+                compile: bool = False, cuda_graph: bool = False, threads: int | None = None,
+                fused_pool: bool = True) -> tuple[Engine, ExportMetadata]:
+    """The engine for a ``.pt`` checkpoint or an ``.onnx`` export on ``backend``, and the model's metadata.
 
-    ``precision`` (fp32/fp16/bf16), ``compile`` and ``cuda_graph`` apply to ``torch``;
-    ``precision`` fp16 also picks the float16 export when a checkpoint is given to an ONNX
-    backend; ``threads`` sets ONNX Runtime's intra-op threads.
+    ``precision`` (fp32/fp16/bf16), ``compile``, ``cuda_graph`` and ``fused_pool`` apply to
+    ``torch``; ``precision`` fp16 also picks the float16 export when a checkpoint is given to
+    an ONNX backend; ``threads`` sets ONNX Runtime's intra-op threads.
     """
     path = Path(path)
     if backend not in BACKENDS:
-        raise PredictorError(f"unknown backend {backend!r}; choose from {BACKENDS}")
+        raise EngineError(f"unknown backend {backend!r}; choose from {BACKENDS}")
     if not path.is_file():
-        raise PredictorError(f"model file not found: {path}")
+        raise EngineError(f"model file not found: {path}")
     is_onnx = path.suffix == ".onnx"
     if backend == "torch":
         if is_onnx:
-            raise PredictorError(f"backend 'torch' needs a .pt checkpoint, got {path}")
+            raise EngineError(f"backend 'torch' needs a .pt checkpoint, got {path}")
         model, cfg = load_checkpoint(path, "cpu")
-        return TorchPredictor(model, cfg, device, precision, compile, cuda_graph)
+        engine = TorchEngine(model, device, precision, compile, cuda_graph, fused_pool)
+        return engine, ExportMetadata(cfg, "labels", precision)
     trt = _tensorrt() if backend == "tensorrt" else None
     if backend == "tensorrt" and not (device.startswith("cuda") and torch.cuda.is_available()):
         raise BackendUnavailable(f"backend 'tensorrt' needs a CUDA device, got {device!r}")
     onnx_path = path if is_onnx else onnx_for_checkpoint(path, "fp16" if precision == "fp16" else "fp32")
     meta = read_metadata(onnx_path)
-    engine: Engine
+    onnx_engine: Engine
     if trt is not None:
         from scaocc_core.deploy.trt_engine import TensorRTEngine
 
-        engine = TensorRTEngine(onnx_path, meta, device)
+        onnx_engine = TensorRTEngine(onnx_path, meta, device)
     else:
         try:
-            engine = OrtEngine(onnx_path, meta, device, threads)
+            onnx_engine = OrtEngine(onnx_path, meta, device, threads)
         except OnnxModelError as exc:
             if "CUDAExecutionProvider" in str(exc):
                 raise BackendUnavailable(str(exc)) from exc
             raise
-    log.info("%s predictor for %s (%s, %s) on %s", backend, onnx_path, meta.config.name, meta.precision, device)
-    return EnginePredictor(engine, meta, device, backend)
+    return onnx_engine, meta

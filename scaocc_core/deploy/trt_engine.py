@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from scaocc_core.deploy.graph import INPUT_NAMES
 from scaocc_core.deploy.onnx_model import ExportMetadata
 
 log = logging.getLogger(__name__)
@@ -70,7 +71,7 @@ class TensorRTEngine:
     """A deserialised engine with its I/O bound to preallocated CUDA tensors."""
 
     def __init__(self, onnx_path: str | Path, meta: ExportMetadata, device: str = "cuda") -> None:
-        import tensorrt as trt  # checked by the caller; see backends.make_predictor
+        import tensorrt as trt  # checked by the caller; see backends.load_engine
 
         self.device = torch.device(device)
         onnx_path = Path(onnx_path)
@@ -96,9 +97,9 @@ class TensorRTEngine:
             self.context.set_tensor_address(name, self.tensors[name].data_ptr())
 
     def __call__(self, feeds: dict[str, np.ndarray]) -> tuple[np.ndarray, ...]:
-        """Copy ``feeds`` in, run on the current stream, copy the outputs out."""
-        for name, value in feeds.items():
-            self.tensors[name].copy_(torch.from_numpy(value), non_blocking=True)
+        """Copy the graph inputs of ``feeds`` in, run on the current stream, copy the outputs out."""
+        for name in INPUT_NAMES:
+            self.tensors[name].copy_(torch.from_numpy(feeds[name]), non_blocking=True)
         stream = torch.cuda.current_stream(self.device)
         if not self.context.execute_async_v3(stream.cuda_stream):
             raise TensorRTError("TensorRT execution failed")
