@@ -1,5 +1,8 @@
 """Installs scaocc_core, scaocc_ros and the ``scaocc`` / ``occ_node`` commands.
 
+``scaocc_ros`` adds its ``scaocc`` subcommands (node, cameras, bag) through the
+``scaocc.commands`` entry point group.
+
 It doubles as the ament_python setup of the ROS package ``scaocc_ros`` (see README):
 launch files, configs and the package marker go to ``share/scaocc_ros`` via data_files.
 """
@@ -32,5 +35,6 @@ setup(
             "scaocc = scaocc_core.cli:main",
             "occ_node = scaocc_ros.node:main",
         ],
+        "scaocc.commands": ["scaocc_ros = scaocc_ros.commands:COMMANDS"],
     },
 )

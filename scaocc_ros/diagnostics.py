@@ -1,7 +1,8 @@
 """Bookkeeping behind ``/diagnostics``: rates, drops, malformed messages, latency, calibration.
 
-:class:`NodeStats` is updated from the node's callbacks and its worker thread (a lock guards
-it); :func:`diagnostic_statuses` turns a snapshot into ``DiagnosticStatus`` messages.
+:class:`NodeStats` is updated from the node's callbacks and its worker thread and does all
+of its own locking; :func:`diagnostic_statuses` turns one :class:`StatsReport` (a consistent
+copy) into ``DiagnosticStatus`` messages.
 """
 
 from __future__ import annotations
@@ -18,53 +19,127 @@ from scaocc_ros.sync import ApproximateTimeSync
 OK, WARN, ERROR = DiagnosticStatus.OK, DiagnosticStatus.WARN, DiagnosticStatus.ERROR
 
 
+@dataclass(frozen=True)
+class StatsReport:
+    """A consistent copy of :class:`NodeStats` at one instant (what one diagnostics report shows)."""
+
+    names: list[str]
+    rate_hz: dict[str, float]  # camera -> images per second over the window
+    last_receive_ns: int | None  # newest image of any camera
+    malformed: dict[str, dict[str, int]]  # camera -> kind -> count
+    new_malformed: int  # malformed messages since the previous report
+    no_camera_info: dict[str, int]
+    no_extrinsics: dict[str, int]
+    sets_inferred: int
+    sets_dropped: int
+    sets_skipped: int
+    inference_errors: int
+    last_error: str
+    latency_ms: np.ndarray
+    rotation_deg: np.ndarray
+    translation_m: np.ndarray
+    notes: list[str]
+
+    @property
+    def malformed_total(self) -> int:
+        """Malformed messages of every camera and kind."""
+        return sum(sum(kinds.values()) for kinds in self.malformed.values())
+
+
 class NodeStats:
-    """Thread-safe counters of one node run (times in nanoseconds of the node clock)."""
+    """Counters of one node run (times in nanoseconds of the node clock).
+
+    Updated from the executor's callbacks and the worker thread; every method takes the
+    lock itself, so callers never do.
+    """
 
     def __init__(self, camera_names: list[str], window_s: float = 5.0, latency_samples: int = 200) -> None:
         self.names = list(camera_names)
         self.window_ns = int(window_s * 1e9)
-        self.lock = threading.Lock()
-        self.receive_ns: dict[str, deque[int]] = {n: deque() for n in self.names}
-        self.malformed: dict[str, Counter[str]] = {n: Counter() for n in self.names}
-        self.malformed_reported = 0
-        self.no_camera_info: Counter[str] = Counter()
-        self.no_extrinsics: Counter[str] = Counter()
-        self.sets_inferred = 0
-        self.sets_dropped = 0
-        self.sets_skipped = 0
-        self.inference_errors = 0
-        self.last_error = ""
-        self.latency_ms: deque[float] = deque(maxlen=latency_samples)
-        self.rotation_deg = np.zeros(len(self.names))
-        self.translation_m = np.zeros(len(self.names))
-        self.notes: list[str] = []
+        self._lock = threading.Lock()
+        self._receive_ns: dict[str, deque[int]] = {n: deque() for n in self.names}
+        self._malformed: dict[str, Counter[str]] = {n: Counter() for n in self.names}
+        self._malformed_reported = 0
+        self._no_camera_info: Counter[str] = Counter()
+        self._no_extrinsics: Counter[str] = Counter()
+        self._sets = Counter[str]()  # inferred, dropped, skipped
+        self._errors = 0
+        self._last_error = ""
+        self._latency_ms: deque[float] = deque(maxlen=latency_samples)
+        self._rotation_deg = np.zeros(len(self.names))
+        self._translation_m = np.zeros(len(self.names))
+        self._notes: list[str] = []
 
     def received(self, camera: str, now_ns: int) -> None:
         """Count one image of ``camera`` (for the input rate)."""
-        with self.lock:
-            q = self.receive_ns[camera]
+        with self._lock:
+            q = self._receive_ns[camera]
             q.append(now_ns)
             while q and now_ns - q[0] > self.window_ns:
                 q.popleft()
 
     def malformed_message(self, camera: str, kind: str) -> None:
-        """Count one skipped message of ``camera``; ``kind`` is image, camera_info, stamp..."""
-        with self.lock:
-            self.malformed[camera][kind] += 1
+        """Count one skipped message of ``camera``; ``kind`` is image, camera_info, stamp, decode..."""
+        with self._lock:
+            self._malformed[camera][kind] += 1
+
+    def malformed_count(self, camera: str, kind: str) -> int:
+        """Skipped messages of one camera and kind so far."""
+        with self._lock:
+            return self._malformed[camera][kind]
+
+    def no_camera_info(self, camera: str) -> None:
+        """Count one image given up while waiting for a first valid CameraInfo."""
+        with self._lock:
+            self._no_camera_info[camera] += 1
+
+    def no_extrinsics(self, camera: str) -> None:
+        """Count one image dropped for lack of extrinsics."""
+        with self._lock:
+            self._no_extrinsics[camera] += 1
+
+    def set_dropped(self) -> None:
+        """Count one set replaced by a newer one before the worker took it."""
+        with self._lock:
+            self._sets["dropped"] += 1
+
+    def set_skipped(self) -> None:
+        """Count one set with fewer usable cameras than ``min_cameras``."""
+        with self._lock:
+            self._sets["skipped"] += 1
+
+    def inference_failed(self, error: str) -> None:
+        """Count one failed inference and keep its description."""
+        with self._lock:
+            self._errors += 1
+            self._last_error = error
 
     def inferred(self, latency_ms: float, rotation_deg: np.ndarray, translation_m: np.ndarray) -> None:
         """Record one published prediction."""
-        with self.lock:
-            self.sets_inferred += 1
-            self.latency_ms.append(latency_ms)
-            self.rotation_deg, self.translation_m = rotation_deg, translation_m
+        with self._lock:
+            self._sets["inferred"] += 1
+            self._latency_ms.append(latency_ms)
+            self._rotation_deg, self._translation_m = rotation_deg, translation_m
 
-    def rate_hz(self, camera: str, now_ns: int) -> float:
-        """Images per second of ``camera`` over the last window."""
-        q = self.receive_ns[camera]
-        recent = [t for t in q if now_ns - t <= self.window_ns]
-        return len(recent) / (self.window_ns / 1e9)
+    def add_notes(self, notes: list[str]) -> None:
+        """Notes shown in the inference status (e.g. random weights)."""
+        with self._lock:
+            self._notes += notes
+
+    def report(self, now_ns: int) -> StatsReport:
+        """A copy of every counter; malformed messages count as reported from now on."""
+        with self._lock:
+            malformed = {n: dict(c) for n, c in self._malformed.items()}
+            total = sum(sum(c.values()) for c in malformed.values())
+            new, self._malformed_reported = total - self._malformed_reported, total
+            last = max((q[-1] for q in self._receive_ns.values() if q), default=None)
+            rates = {n: sum(1 for t in q if now_ns - t <= self.window_ns) / (self.window_ns / 1e9)
+                     for n, q in self._receive_ns.items()}
+            return StatsReport(
+                list(self.names), rates, last, malformed, new, dict(self._no_camera_info), dict(self._no_extrinsics),
+                self._sets["inferred"], self._sets["dropped"], self._sets["skipped"], self._errors, self._last_error,
+                np.asarray(self._latency_ms, dtype=np.float64), self._rotation_deg.copy(),
+                self._translation_m.copy(), list(self._notes))
 
 
 @dataclass(frozen=True)
@@ -84,38 +159,34 @@ def _kv(key: str, value: object) -> KeyValue:
 def diagnostic_statuses(stats: NodeStats, sync: ApproximateTimeSync[object], now_ns: int,
                         limits: Thresholds, prefix: str = "occ_node") -> list[DiagnosticStatus]:
     """The four statuses: inputs, synchronisation, inference and calibration."""
-    with stats.lock:
-        return [_inputs(stats, sync, now_ns, limits, prefix), _sync(sync, prefix),
-                _inference(stats, prefix), _calibration(stats, limits, prefix)]
+    report = stats.report(now_ns)
+    return [_inputs(report, sync, now_ns, limits, prefix), _sync(sync, prefix), _inference(report, prefix),
+            _calibration(report, limits, prefix)]
 
 
-def _inputs(stats: NodeStats, sync: ApproximateTimeSync[object], now_ns: int, limits: Thresholds,
+def _inputs(r: StatsReport, sync: ApproximateTimeSync[object], now_ns: int, limits: Thresholds,
             prefix: str) -> DiagnosticStatus:
-    active = sync.active()
-    missing = [n for n, a in zip(stats.names, active) if not a]
-    malformed_total = sum(sum(c.values()) for c in stats.malformed.values())
-    new_malformed = malformed_total - stats.malformed_reported
-    stats.malformed_reported = malformed_total
-    values = [_kv("missing_cameras", ",".join(missing) or "none"), _kv("malformed_total", malformed_total)]
-    for n in stats.names:
-        values.append(_kv(f"{n}.rate_hz", stats.rate_hz(n, now_ns)))
-        kinds = stats.malformed[n]
+    missing = [n for n, a in zip(r.names, sync.active()) if not a]
+    values = [_kv("missing_cameras", ",".join(missing) or "none"), _kv("malformed_total", r.malformed_total)]
+    for n in r.names:
+        values.append(_kv(f"{n}.rate_hz", r.rate_hz[n]))
+        kinds = r.malformed[n]
         values.append(_kv(f"{n}.malformed", ", ".join(f"{k}={v}" for k, v in sorted(kinds.items())) or "0"))
-        if stats.no_camera_info[n] or stats.no_extrinsics[n]:
-            values.append(_kv(f"{n}.waiting", f"camera_info={stats.no_camera_info[n]} "
-                                              f"extrinsics={stats.no_extrinsics[n]}"))
-    present = len(stats.names) - len(missing)
+        info, extrinsics = r.no_camera_info.get(n, 0), r.no_extrinsics.get(n, 0)
+        if info or extrinsics:
+            values.append(_kv(f"{n}.waiting", f"camera_info={info} extrinsics={extrinsics}"))
+    present = len(r.names) - len(missing)
     problems = []
-    last = max((q[-1] for q in stats.receive_ns.values() if q), default=None)
+    last = r.last_receive_ns
     if last is None or now_ns - last > limits.camera_timeout_s * 1e9:
         problems.append("no camera images" + ("" if last is None else f" for {(now_ns - last) / 1e9:.1f} s"))
         present = 0
     if missing:
         problems.append(f"missing cameras (running without them): {', '.join(missing)}")
-    if new_malformed:
-        problems.append(f"{new_malformed} malformed message(s) skipped since the last report")
+    if r.new_malformed:
+        problems.append(f"{r.new_malformed} malformed message(s) skipped since the last report")
     level = ERROR if present < limits.min_cameras else (WARN if problems else OK)
-    message = "; ".join(problems) or f"all {len(stats.names)} cameras"
+    message = "; ".join(problems) or f"all {len(r.names)} cameras"
     return DiagnosticStatus(level=level, name=f"{prefix}: inputs", message=message, values=values)
 
 
@@ -128,26 +199,26 @@ def _sync(sync: ApproximateTimeSync[object], prefix: str) -> DiagnosticStatus:
     return DiagnosticStatus(level=OK, name=f"{prefix}: sync", message=f"{sync.sets_emitted} sets", values=values)
 
 
-def _inference(stats: NodeStats, prefix: str) -> DiagnosticStatus:
-    lat = np.asarray(stats.latency_ms, dtype=np.float64)
+def _inference(r: StatsReport, prefix: str) -> DiagnosticStatus:
+    lat = r.latency_ms
     p50, p95 = (float(np.percentile(lat, 50)), float(np.percentile(lat, 95))) if lat.size else (0.0, 0.0)
     values = [
-        _kv("sets_inferred", stats.sets_inferred), _kv("sets_dropped_newest_wins", stats.sets_dropped),
-        _kv("sets_skipped_too_few_cameras", stats.sets_skipped), _kv("errors", stats.inference_errors),
+        _kv("sets_inferred", r.sets_inferred), _kv("sets_dropped_newest_wins", r.sets_dropped),
+        _kv("sets_skipped_too_few_cameras", r.sets_skipped), _kv("errors", r.inference_errors),
         _kv("latency_p50_ms", p50), _kv("latency_p95_ms", p95),
     ]
-    values += [_kv("note", n) for n in stats.notes]
-    if stats.inference_errors:
+    values += [_kv("note", n) for n in r.notes]
+    if r.inference_errors:
         return DiagnosticStatus(level=ERROR, name=f"{prefix}: inference", values=values,
-                                message=f"{stats.inference_errors} inference error(s), last: {stats.last_error}")
-    level = WARN if stats.notes else OK
-    message = "; ".join(stats.notes) or f"{stats.sets_inferred} sets, p50 {p50:.0f} ms"
+                                message=f"{r.inference_errors} inference error(s), last: {r.last_error}")
+    level = WARN if r.notes else OK
+    message = "; ".join(r.notes) or f"{r.sets_inferred} sets, p50 {p50:.0f} ms"
     return DiagnosticStatus(level=level, name=f"{prefix}: inference", message=message, values=values)
 
 
-def _calibration(stats: NodeStats, limits: Thresholds, prefix: str) -> DiagnosticStatus:
+def _calibration(r: StatsReport, limits: Thresholds, prefix: str) -> DiagnosticStatus:
     values, over = [], []
-    for n, deg, m in zip(stats.names, stats.rotation_deg, stats.translation_m):
+    for n, deg, m in zip(r.names, r.rotation_deg, r.translation_m):
         values.append(_kv(n, f"rotation={deg:.3f} deg translation={m:.3f} m"))
         if deg > limits.calibration_deg or m > limits.calibration_m:
             over.append(f"{n} ({deg:.2f} deg, {m:.3f} m)")

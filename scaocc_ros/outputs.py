@@ -7,7 +7,7 @@ Every message copies the given ``header`` (the input set's stamp, the ego frame)
 from __future__ import annotations
 
 import array
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 from geometry_msgs.msg import Point, Pose, Vector3
@@ -147,18 +147,19 @@ _PLACEHOLDER = (-1.2345678901234567e300, 7.654321e-300, -3.3e299)
 
 
 def marker_array_cdr(pred: Prediction, grid: GridConfig, header: Header, previous: set[int],
-                     free: int = FREE, palette: np.ndarray = PALETTE, ns: str = "occupancy",
-                     ) -> tuple[bytes, set[int]]:
-    """:func:`marker_array_msg` serialised (CDR bytes, which ``Publisher.publish`` sends as
-    they are), the same message as it decodes, but built without a Python object per voxel.
+                     serialize: Callable[[MarkerArray], bytes], free: int = FREE, palette: np.ndarray = PALETTE,
+                     ns: str = "occupancy") -> tuple[bytes, set[int]]:
+    """:func:`marker_array_msg` serialised (CDR bytes, which ``Publisher.publish`` sends and a
+    bag stores as they are), the same message as it decodes, but built without a Python
+    object per voxel. ``serialize`` is any CDR serialiser with the encapsulation header
+    (rclpy's ``serialize_message`` in the node, :func:`scaocc_ros.tools.ros_types.serialize`
+    in the bag tools, which run without rclpy).
 
-    Each marker is serialised by rclpy holding one placeholder point; its sequence length
+    Each marker is serialised holding one placeholder point; its sequence length
     (``uint32``, then 0 or 4 pad bytes to the 8-aligned doubles) becomes ``m`` and the
     placeholder's 24 bytes become the class's ``m 3`` float64 centres. Growing a sequence by a
     multiple of 8 bytes keeps every later field's alignment, so the rest of the bytes stay valid.
     """
-    from rclpy.serialization import serialize_message  # the node's serialiser; bag tools run without rclpy
-
     centres = _class_centres(pred, grid, free)
     out = MarkerArray()
     for cls in centres:
@@ -166,7 +167,7 @@ def marker_array_cdr(pred: Prediction, grid: GridConfig, header: Header, previou
                            y=_PLACEHOLDER[1], z=_PLACEHOLDER[2])]))
     for cls in sorted(previous - centres.keys()):
         out.markers.append(Marker(header=header, ns=ns, id=cls, action=Marker.DELETE))
-    data = serialize_message(out)
+    data = bytes(serialize(out))
     tag = np.array(_PLACEHOLDER, "<f8").tobytes()
     parts, pos = [], 0
     one = np.array([1], "<u4").tobytes()

@@ -1,22 +1,23 @@
-"""The node's parameters: declared once (from :class:`NodeParams`' fields), read, validated.
+"""The node's parameters: one dataclass (:class:`NodeParams`), validated, no ROS import.
 
-``config/occ_node.yaml`` holds the same defaults (a test keeps them equal). Per-camera
-extrinsics ``extrinsics.<camera>.{translation, rotation_xyzw, matrix}`` are declared for the
-cameras named in ``camera_names`` and read into ``NodeParams.ego_T_cam``.
+``config/occ_node.yaml`` holds the same defaults (a test keeps them equal). The node
+declares every field as a ROS parameter (:func:`scaocc_ros.node.declare_and_read`);
+``scaocc bag infer`` reads the same file with :func:`from_yaml`. Per-camera extrinsics
+``extrinsics.<camera>.{translation, rotation_xyzw, matrix}`` of the cameras named in
+``camera_names`` become ``NodeParams.ego_T_cam`` (:func:`with_extrinsics`).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from rcl_interfaces.msg import ParameterDescriptor
-from rclpy.node import Node
-from rclpy.parameter import Parameter
+import yaml
 
 from scaocc_ros.calibration import CalibrationError, extrinsics_from_values
 
@@ -106,30 +107,37 @@ def defaults() -> dict[str, Any]:
 EXTRINSIC_KEYS = ("translation", "rotation_xyzw", "matrix")
 
 
-def declare_and_read(node: Node) -> NodeParams:
-    """Declare every parameter on ``node``, read them and return validated :class:`NodeParams`."""
-    values: dict[str, Any] = {}
-    for f in dataclasses.fields(NodeParams):
-        if f.metadata.get("dynamic"):
-            continue
-        default = list(f.default) if isinstance(f.default, tuple) else f.default
-        desc = ParameterDescriptor(description=f.metadata["help"])
-        value = node.declare_parameter(f.name, default, desc).value
-        values[f.name] = tuple(value) if isinstance(f.default, tuple) else value
-    params = NodeParams(**values).validate()
+def with_extrinsics(params: NodeParams, raw: Mapping[str, Mapping[str, Sequence[float]]]) -> NodeParams:
+    """``params`` with ``ego_T_cam`` of every camera from ``raw[camera][key]`` (keys of
+    :data:`EXTRINSIC_KEYS`); only read when ``extrinsics_source`` is ``params``."""
+    if params.extrinsics_source != "params":
+        return params
     ego_T_cam: dict[str, np.ndarray] = {}
     for cam in params.camera_names:
-        raw: dict[str, list[float]] = {}
-        for key in EXTRINSIC_KEYS:
-            desc = ParameterDescriptor(description=f"ego_T_cam of {cam}: {key}")
-            name = f"extrinsics.{cam}.{key}"
-            raw[key] = node.declare_parameter(name, Parameter.Type.DOUBLE_ARRAY, desc).value or []
-        if params.extrinsics_source == "params":
-            try:
-                ego_T_cam[cam] = extrinsics_from_values(cam, raw["translation"], raw["rotation_xyzw"], raw["matrix"])
-            except CalibrationError as exc:
-                raise ParamError(str(exc)) from exc
+        values = raw.get(cam) or {}
+        try:
+            ego_T_cam[cam] = extrinsics_from_values(cam, *(list(values.get(k) or []) for k in EXTRINSIC_KEYS))
+        except CalibrationError as exc:
+            raise ParamError(str(exc)) from exc
     return dataclasses.replace(params, ego_T_cam=ego_T_cam)
+
+
+def from_yaml(path: str | Path, overrides: Mapping[str, Any] | None = None) -> NodeParams:
+    """Validated parameters of a node parameters file (``occ_node.ros__parameters``), with
+    ``overrides`` (name -> value) applied as ``-p name:=value`` would on the node."""
+    try:
+        doc = yaml.safe_load(Path(path).read_text())
+        values: dict[str, Any] = dict(doc["occ_node"]["ros__parameters"])
+    except (OSError, KeyError, TypeError, yaml.YAMLError) as exc:
+        raise ParamError(f"cannot read node parameters from {path}: {exc}") from exc
+    values.update(overrides or {})
+    fields = {f.name: f for f in dataclasses.fields(NodeParams) if not f.metadata.get("dynamic")}
+    unknown = sorted(set(overrides or {}) - set(fields))
+    if unknown:
+        raise ParamError(f"unknown parameters {unknown}; occ_node has {sorted(fields)}")
+    known = {k: tuple(v) if isinstance(fields[k].default, tuple) else v for k, v in values.items() if k in fields}
+    params = NodeParams(**known).validate()
+    return with_extrinsics(params, values.get("extrinsics") or {})
 
 
 def resolve_file(path: str, share_dir: Path | None) -> Path:

@@ -2,8 +2,8 @@
 
 Models: :func:`micro_config` (2 cameras, for model and loss tests), :func:`front_config`
 (the rig's 3 front cameras, for training and evaluation), :func:`small_tiny` and
-:func:`make_model` (export and backends), :func:`tiny_checkpoint` (6 cameras, for the
-node and bag tools). Data: :func:`camera_inputs`, :func:`write_micro_world`,
+:func:`make_model` (export and backends), :func:`tiny_config` and :func:`tiny_checkpoint`
+(6 cameras, for the node and bag tools). Data: :func:`camera_inputs`, :func:`write_micro_world`,
 :func:`write_manifest`.
 """
 
@@ -118,10 +118,15 @@ def make_model(cfg: ModelConfig, seed: int = 0) -> CausalOcc:
     return model
 
 
-def tiny_checkpoint(path: Path) -> Path:
-    """A random-weight checkpoint of scaocc_tiny shrunk to six 64x176 cameras and a 50x50x4 grid."""
+def tiny_config() -> ModelConfig:
+    """scaocc_tiny shrunk to six 64x176 cameras and a 50x50x4 grid (the node and bag tool tests)."""
     cfg = load_config(ROOT / "config" / "model" / "scaocc_tiny.yaml")
-    cfg = dataclasses.replace(cfg, image=ImageConfig(6, *HW), grid=GridConfig(size=(50, 50, 4))).validate()
+    return dataclasses.replace(cfg, image=ImageConfig(6, *HW), grid=GridConfig(size=(50, 50, 4))).validate()
+
+
+def tiny_checkpoint(path: Path) -> Path:
+    """A random-weight checkpoint of :func:`tiny_config` (seed 0)."""
+    cfg = tiny_config()
     torch.manual_seed(0)
     return save_checkpoint(path, CausalOcc(cfg), cfg)
 

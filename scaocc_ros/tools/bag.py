@@ -15,9 +15,9 @@ import importlib
 
 #: sub-subcommand -> (module, help). Imported on use, so ``infer`` and ``synth`` never load rclpy.
 TOOLS: dict[str, tuple[str, str]] = {
-    "synth": ("scaocc_ros.bag_synth", "write a synthetic drive to an MCAP bag"),
-    "play": ("scaocc_ros.bag_play", "replay a bag over ROS 2 (recorded timing, /clock)"),
-    "infer": ("scaocc_ros.bag_infer", "run the node's pipeline offline into a new bag"),
+    "synth": ("scaocc_ros.tools.bag_synth", "write a synthetic drive to an MCAP bag"),
+    "play": ("scaocc_ros.tools.bag_play", "replay a bag over ROS 2 (recorded timing, /clock)"),
+    "infer": ("scaocc_ros.tools.bag_infer", "run the node's pipeline offline into a new bag"),
 }
 
 

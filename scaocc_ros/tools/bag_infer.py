@@ -1,16 +1,18 @@
-"""``scaocc bag infer``: the node's pipeline run offline over a bag, with no ROS runtime.
+"""``scaocc bag infer``: occ_node's pipeline run offline over a bag, with no ROS runtime.
 
-Reads a rosbag2 (MCAP or sqlite3) with rosbags, feeds camera images to the node's own
-synchroniser (:mod:`scaocc_ros.sync`, the bag's log time standing in for the receive time),
-decodes them with :mod:`scaocc_ros.convert`, runs the core :class:`Predictor`, builds the
-node's outputs with :mod:`scaocc_ros.outputs` and writes them (rosbags CDR) as
-``/occ_node/{voxels,points,markers,bev,calibration_offsets}`` into a new MCAP bag, each
-logged at the time the last image of its set was logged. The message classes of the
-builders are plain Python objects here; rclpy is never imported.
+Reads a rosbag2 (MCAP or sqlite3) with rosbags and feeds its messages, in log order, to the
+node's own :class:`~scaocc_ros.pipeline.CameraSetPipeline` (the log time stands in for the
+receive time): the same checks, calibration, synchronisation, decoding, placeholders for
+missing cameras, predictor and outputs as ``occ_node``, configured by the same parameters
+(``--params``, a node parameters YAML, and ``-p NAME:=VALUE`` overrides as on the node).
+Every set's outputs are written (rosbags CDR) as
+``/occ_node/{voxels,points,markers,bev,calibration_offsets}`` into a new MCAP bag, logged at
+the log time of the message that completed the set. Unlike the live node, no set is dropped
+for a newer one (nothing runs against the clock). rclpy is never imported.
 
-Parameters (camera names, transport, slop, extrinsics...) come from the node's YAML file.
-Extrinsics: ``/tf_static`` of the bag when it has the chain ``ego_frame -> camera frame``,
-else the YAML's ``extrinsics``.
+Example (extrinsics from the bag's ``/tf_static`` instead of the YAML)::
+
+    scaocc bag infer drive/ --out inferred/ --checkpoint best.pt -p extrinsics_source:=tf
 """
 
 from __future__ import annotations
@@ -22,220 +24,63 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import yaml
 from rosbags.highlevel import AnyReader
-from std_msgs.msg import Header
 from tqdm import tqdm
 
-from scaocc_core.config import load_config
-from scaocc_core.predictor import Prediction, Predictor, PredictorInput
-from scaocc_ros import convert, outputs, ros_types
-from scaocc_ros.bag_synth import BagWriter
-from scaocc_ros.calibration import CalibrationError, StaticTransformTree, extrinsics_from_values, pose_to_matrix
-from scaocc_ros.sync import ApproximateTimeSync, SyncedSet
-from scaocc_ros.synth_msgs import stamp_msg
+from scaocc_core.deploy.backends import BACKENDS
+from scaocc_ros.params import ParamError, from_yaml
+from scaocc_ros.pipeline import CameraSetPipeline, SetOutputs, StartupError, load_predictor
+from scaocc_ros.tools import ros_types
+from scaocc_ros.tools.bag_synth import BagWriter
 
 log = logging.getLogger(__name__)
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 OUTPUT_NAMESPACE = "/occ_node"
+#: Output name -> message type of its topic.
+OUTPUT_TYPES = {"voxels": "scaocc_msgs/msg/SemanticVoxelGrid", "points": "sensor_msgs/msg/PointCloud2",
+                "markers": "visualization_msgs/msg/MarkerArray", "bev": "nav_msgs/msg/OccupancyGrid",
+                "calibration_offsets": "scaocc_msgs/msg/CameraCalibrationOffsetArray"}
 
 
 class BagInferError(RuntimeError):
-    """The bag or the parameters cannot be used (the message says why)."""
+    """The bag cannot be used with these parameters (the message says why)."""
 
 
 @dataclass
-class OfflineParams:
-    """The subset of occ_node's parameters that offline inference uses."""
-
-    camera_names: list[str]
-    image_transport: str = "raw"
-    ego_frame: str = "base_link"
-    distortion: str = "undistort"
-    sync_slop_s: float = 0.05
-    sync_queue_size: int = 5
-    camera_timeout_s: float = 1.0
-    min_cameras: int = 1
-    extrinsics: dict[str, np.ndarray] = field(default_factory=dict)  # from the YAML, per camera
-
-    @classmethod
-    def from_yaml(cls, path: Path) -> OfflineParams:
-        """Read ``occ_node.ros__parameters`` of a node parameters file."""
-        try:
-            doc = yaml.safe_load(Path(path).read_text())
-            p: dict[str, Any] = doc["occ_node"]["ros__parameters"]
-        except (OSError, KeyError, TypeError, yaml.YAMLError) as exc:
-            raise BagInferError(f"cannot read node parameters from {path}: {exc}") from exc
-        known = {k: p[k] for k in ("image_transport", "ego_frame", "distortion", "sync_slop_s", "sync_queue_size",
-                                   "camera_timeout_s", "min_cameras") if k in p}
-        out = cls(camera_names=list(p["camera_names"]), **known)
-        for cam, values in (p.get("extrinsics") or {}).items():
-            try:
-                out.extrinsics[cam] = extrinsics_from_values(cam, values.get("translation", []),
-                                                             values.get("rotation_xyzw", []), values.get("matrix", []))
-            except CalibrationError as exc:
-                raise BagInferError(str(exc)) from exc
-        return out
-
-
-@dataclass
-class Frame:
-    """One image from the bag with the calibration valid at its log time."""
-
-    msg: Any  # rosbags sensor_msgs Image or CompressedImage
-    intrinsics: convert.Intrinsics
-    ego_T_cam: np.ndarray  # 4 4
-
-
-@dataclass
-class InferStats:
-    """Counts of one run."""
+class InferCounts:
+    """What one run read and wrote."""
 
     images: int = 0
     sets: int = 0
-    skipped: int = 0
-    malformed: int = 0
-    stamps_ns: list[int] = field(default_factory=list)
+    stamps_ns: list[int] = field(default_factory=list)  # of the written sets, in order
 
 
-class OfflinePipeline:
-    """Messages in log order -> synchronised sets -> predictions -> output messages."""
-
-    def __init__(self, predictor: Predictor, params: OfflineParams, writer: BagWriter) -> None:
-        if predictor.num_cams != len(params.camera_names):
-            raise BagInferError(f"the model expects {predictor.num_cams} cameras, camera_names has "
-                                f"{len(params.camera_names)}")
-        self.predictor, self.params, self.writer = predictor, params, writer
-        self.names = params.camera_names
-        self.sync: ApproximateTimeSync[Frame] = ApproximateTimeSync(
-            self.names, int(params.sync_slop_s * 1e9), params.sync_queue_size, int(params.camera_timeout_s * 1e9))
-        self.undistorter = convert.Undistorter(params.distortion)
-        self.intrinsics: dict[str, convert.Intrinsics] = {}
-        self.tf_tree = StaticTransformTree()
-        self.shown: set[int] = set()
-        self.stats = InferStats()
-
-    def image_topics(self) -> dict[str, str]:
-        """Topic -> camera of every image stream the parameters describe."""
-        suffix = "image/compressed" if self.params.image_transport == "compressed" else "image"
-        return {f"/{c}/{suffix}": c for c in self.names}
-
-    def info_topics(self) -> dict[str, str]:
-        """Topic -> camera of every CameraInfo stream."""
-        return {f"/{c}/camera_info": c for c in self.names}
-
-    def on_tf_static(self, msg: Any) -> None:
-        """Add every transform of a ``TFMessage`` to the static tree."""
-        for t in msg.transforms:
-            tr, q = t.transform.translation, t.transform.rotation
-            self.tf_tree.set(t.header.frame_id, t.child_frame_id,
-                             pose_to_matrix((tr.x, tr.y, tr.z), (q.x, q.y, q.z, q.w)))
-
-    def on_info(self, cam: str, msg: Any) -> None:
-        """Keep the intrinsics of a valid CameraInfo (malformed ones are counted)."""
-        try:
-            intr = convert.camera_info_to_intrinsics(msg)
-            self.undistorter.check(intr)
-        except convert.ConversionError as exc:
-            self.stats.malformed += 1
-            log.warning("%s: skipped camera_info: %s", cam, exc)
-            return
-        self.intrinsics[cam] = intr
-
-    def on_image(self, cam: str, msg: Any, log_time_ns: int) -> None:
-        """Queue an image (with its calibration) and infer every set it completes."""
-        self.stats.images += 1
-        intr = self.intrinsics.get(cam)
-        if intr is None:
-            log.warning("%s: image before any camera_info, skipped", cam)
-            return
-        ego_T_cam = self.tf_tree.lookup(self.params.ego_frame, intr.frame_id)
-        if ego_T_cam is None:
-            ego_T_cam = self.params.extrinsics.get(cam)
-        if ego_T_cam is None:
-            raise BagInferError(f"{cam}: no /tf_static chain {self.params.ego_frame} -> {intr.frame_id} in the bag "
-                                "and no extrinsics in the parameters file")
-        stamp = msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
-        for s in self.sync.add(cam, stamp, Frame(msg, intr, ego_T_cam), log_time_ns):
-            self.infer(s, log_time_ns)
-
-    def _decode(self, frame: Frame) -> tuple[np.ndarray, convert.Intrinsics] | None:
-        """The image (undistorted) and the intrinsics of its pixels, as the node decodes it."""
-        try:
-            image, intr = convert.decode(frame.msg, frame.intrinsics,
-                                         self.predictor.decode_reduction(frame.intrinsics.image_hw))
-            convert.check_image_size(image, intr)
-            return self.undistorter(image, intr), intr
-        except convert.ConversionError as exc:
-            self.stats.malformed += 1
-            log.warning("skipped an undecodable image: %s", exc)
-            return None
-
-    def predict(self, s: SyncedSet[Frame]) -> Prediction | None:
-        """The prediction of one set (``None`` if fewer than ``min_cameras`` are usable)."""
-        images, Ks, Ts, valid = [], [], [], []
-        h, w = self.predictor.image_hw
-        for frame in s.items:
-            decoded = self._decode(frame) if frame is not None else None
-            if frame is None or decoded is None:  # missing: black image, generic pinhole, features zeroed
-                images.append(np.zeros((h, w, 3), np.uint8))
-                Ks.append(np.array([[w, 0.0, (w - 1) / 2], [0.0, w, (h - 1) / 2], [0.0, 0.0, 1.0]]))
-                Ts.append(np.eye(4))
-                valid.append(False)
-            else:
-                images.append(decoded[0])
-                Ks.append(decoded[1].K)
-                Ts.append(frame.ego_T_cam)
-                valid.append(True)
-        if sum(valid) < self.params.min_cameras:
-            self.stats.skipped += 1
-            return None
-        return self.predictor.predict(PredictorInput(images, np.stack(Ks), np.stack(Ts), np.array(valid)))
-
-    def infer(self, s: SyncedSet[Frame], log_time_ns: int) -> None:
-        """Predict one set and write the node's five outputs, stamped with the newest image's stamp."""
-        pred = self.predict(s)
-        if pred is None:
-            return
-        header = Header(stamp=stamp_msg(s.stamp_ns), frame_id=self.params.ego_frame)
-        grid, ns = self.predictor.grid, OUTPUT_NAMESPACE
-        markers, self.shown = outputs.marker_array_msg(pred, grid, header, self.shown)
-        frames = [self.intrinsics[c].frame_id if c in self.intrinsics else c for c in self.names]
-        for topic, msg in (
-            (f"{ns}/voxels", outputs.voxel_grid_msg(pred, grid, self.predictor.class_names, header)),
-            (f"{ns}/points", outputs.point_cloud_msg(pred, grid, header)),
-            (f"{ns}/markers", markers),
-            (f"{ns}/bev", outputs.bev_msg(pred, grid, header)),
-            (f"{ns}/calibration_offsets", outputs.calibration_msg(pred, header, frames)),
-        ):
-            self.writer.write(topic, msg, log_time_ns)
-        self.stats.sets += 1
-        self.stats.stamps_ns.append(s.stamp_ns)
+def topics(pipeline: CameraSetPipeline) -> tuple[dict[str, str], dict[str, str]]:
+    """Image topic -> camera and CameraInfo topic -> camera, as the node subscribes them."""
+    suffix = "image/compressed" if pipeline.params.image_transport == "compressed" else "image"
+    return ({f"/{c}/{suffix}": c for c in pipeline.names}, {f"/{c}/camera_info": c for c in pipeline.names})
 
 
-def load_predictor(checkpoint: Path | None, model_config: Path, backend: str, device: str) -> tuple[Predictor, str]:
-    """The predictor and a description of it (random weights are said so)."""
-    if checkpoint is not None:
-        return Predictor.from_checkpoint(checkpoint, device=device, backend=backend), f"checkpoint {checkpoint}"
-    if backend != "torch":
-        raise BagInferError(f"backend {backend!r} needs --checkpoint (an exported model)")
-    cfg = load_config(model_config)
-    return Predictor.from_config(cfg, device=device), f"RANDOM WEIGHTS of {model_config} (no --checkpoint)"
+def write_outputs(writer: BagWriter, out: SetOutputs, log_time_ns: int) -> None:
+    """Write the outputs of one set under :data:`OUTPUT_NAMESPACE`."""
+    for name, msg in out.messages().items():
+        writer.write(f"{OUTPUT_NAMESPACE}/{name}", msg, log_time_ns, OUTPUT_TYPES[name])
 
 
-def infer_bag(bag: Path, out: Path, predictor: Predictor, params: OfflineParams,
-              overwrite: bool = False) -> InferStats:
-    """Run the pipeline over ``bag`` and write the outputs to ``out``; returns the counts."""
+def infer_bag(bag: Path, out: Path, pipeline: CameraSetPipeline, overwrite: bool = False) -> InferCounts:
+    """Run ``pipeline`` over ``bag`` and write the outputs to ``out``; returns the counts."""
+    images, infos = topics(pipeline)
+    counts = InferCounts()
     with AnyReader([Path(bag)], default_typestore=ros_types.typestore()) as reader, \
             BagWriter(out, overwrite) as writer:
-        pipe = OfflinePipeline(predictor, params, writer)
-        images, infos = pipe.image_topics(), pipe.info_topics()
-        wanted = [c for c in reader.connections if c.topic in images or c.topic in infos or c.topic == "/tf_static"]
+        use_tf = pipeline.params.extrinsics_source == "tf"
+        wanted = [c for c in reader.connections
+                  if c.topic in images or c.topic in infos or (use_tf and c.topic == "/tf_static")]
         missing = sorted(set(images) - {c.topic for c in wanted})
         if len(missing) == len(images):
             raise BagInferError(f"{bag} has none of the image topics {sorted(images)} "
-                                f"(image_transport {params.image_transport!r}); it has "
+                                f"(image_transport {pipeline.params.image_transport!r}); it has "
                                 f"{sorted({c.topic for c in reader.connections})}")
         if missing:
             log.warning("the bag lacks %s: those cameras count as missing", missing)
@@ -244,12 +89,28 @@ def infer_bag(bag: Path, out: Path, predictor: Predictor, params: OfflineParams,
                                         unit="msg", file=sys.stderr):
             msg = reader.deserialize(raw, conn.msgtype)
             if conn.topic == "/tf_static":
-                pipe.on_tf_static(msg)
-            elif conn.topic in infos:
-                pipe.on_info(infos[conn.topic], msg)
+                pipeline.on_tf_static(msg)
+                continue
+            if conn.topic in infos:
+                sets = pipeline.on_camera_info(infos[conn.topic], msg, log_time)
             else:
-                pipe.on_image(images[conn.topic], msg, log_time)
-    return pipe.stats
+                counts.images += 1
+                sets = pipeline.on_image(images[conn.topic], msg, log_time)
+            for s in sets:
+                result = pipeline.infer(s)
+                if result is not None:
+                    write_outputs(writer, result, log_time)
+                    counts.sets += 1
+                    counts.stamps_ns.append(result.stamp_ns)
+    return counts
+
+
+def parse_param(text: str) -> tuple[str, Any]:
+    """``NAME:=VALUE`` (the value read as YAML, as ``ros2 run ... -p`` does) -> ``(NAME, value)``."""
+    name, sep, value = text.partition(":=")
+    if not sep or not name:
+        raise argparse.ArgumentTypeError(f"expected NAME:=VALUE, got {text!r}")
+    return name, yaml.safe_load(value)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -257,34 +118,50 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("bag", type=Path, help="input bag (directory or .mcap)")
     parser.add_argument("--out", type=Path, required=True, help="output bag directory to create")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --out")
-    parser.add_argument("--checkpoint", type=Path, help="model (.pt, or .onnx for onnxruntime); "
-                                                        "default: random weights of --model-config")
-    parser.add_argument("--model-config", type=Path, default=ROOT / "config/model/scaocc_tiny.yaml",
-                        help="model YAML for random weights when no --checkpoint is given")
-    parser.add_argument("--backend", choices=("torch", "onnxruntime"), default="torch")
-    parser.add_argument("--device", default="cpu")
     parser.add_argument("--params", type=Path, default=ROOT / "config/occ_node.yaml",
-                        help="node parameters YAML (camera names, transport, sync)")
+                        help="node parameters YAML (ros__parameters format), as for scaocc node")
+    parser.add_argument("-p", "--param", dest="overrides", type=parse_param, action="append", default=[],
+                        metavar="NAME:=VALUE", help="override one node parameter (repeatable)")
+    parser.add_argument("--checkpoint", help="model (.pt, or .onnx for onnxruntime), shorthand for "
+                                             "-p model_path:=PATH; default: random weights of model_config")
+    parser.add_argument("--model-config", help="shorthand for -p model_config:=PATH (random weights)")
+    parser.add_argument("--backend", choices=BACKENDS, help="shorthand for -p backend:=NAME")
+    parser.add_argument("--device", help="shorthand for -p device:=NAME")
     parser.add_argument("--image-transport", choices=("raw", "compressed", "auto"), default="auto",
                         help="auto: compressed if the bag has <cam>/image/compressed topics")
+
+
+def overrides_of(args: argparse.Namespace) -> dict[str, Any]:
+    """The parameter overrides the arguments ask for (``image_transport`` auto is looked up in the bag)."""
+    overrides = dict(args.overrides)
+    for name, value in (("model_path", args.checkpoint), ("model_config", args.model_config),
+                        ("backend", args.backend), ("device", args.device)):
+        if value is not None:
+            overrides[name] = str(value)
+    if args.image_transport == "auto":
+        with AnyReader([args.bag], default_typestore=ros_types.typestore()) as reader:
+            compressed = any(c.topic.endswith("/image/compressed") for c in reader.connections)
+        overrides.setdefault("image_transport", "compressed" if compressed else "raw")
+    else:
+        overrides["image_transport"] = args.image_transport
+    return overrides
 
 
 def run(args: argparse.Namespace) -> int:
     """Entry point of ``scaocc bag infer``."""
     try:
-        params = OfflineParams.from_yaml(args.params)
-        if args.image_transport == "auto":
-            with AnyReader([args.bag], default_typestore=ros_types.typestore()) as reader:
-                compressed = any(c.topic.endswith("/image/compressed") for c in reader.connections)
-            params.image_transport = "compressed" if compressed else "raw"
-        else:
-            params.image_transport = args.image_transport
-        predictor, model = load_predictor(args.checkpoint, args.model_config, args.backend, args.device)
+        params = from_yaml(args.params, overrides_of(args))
+        predictor, _ = load_predictor(params)
+        model = (f"checkpoint {params.model_path}" if params.model_path
+                 else f"RANDOM WEIGHTS of {params.model_config} (no --checkpoint)")
         print(f"model: {model}", file=sys.stderr)
-        stats = infer_bag(args.bag, args.out, predictor, params, args.overwrite)
-    except (BagInferError, FileExistsError, FileNotFoundError) as exc:
+        pipeline = CameraSetPipeline(predictor, params, ros_types.serialize)
+        counts = infer_bag(args.bag, args.out, pipeline, args.overwrite)
+    except (BagInferError, ParamError, StartupError, FileExistsError, FileNotFoundError) as exc:
         print(f"scaocc bag infer: {exc}", file=sys.stderr)
         return 1
-    print(f"wrote {args.out}: {stats.sets} camera sets inferred from {stats.images} images "
-          f"({params.image_transport}), {stats.skipped} skipped, {stats.malformed} malformed messages; model: {model}")
+    report = pipeline.stats.report(0)
+    print(f"wrote {args.out}: {counts.sets} camera sets inferred from {counts.images} images "
+          f"({params.image_transport}), {report.sets_skipped} skipped, {report.malformed_total} malformed messages; "
+          f"model: {model}")
     return 0

@@ -22,15 +22,14 @@ from typing import Any
 import rclpy
 from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
-from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+from rclpy.qos import QoSProfile
 from rclpy.serialization import deserialize_message
 from rclpy.time import Time
 from rosbags.highlevel import AnyReader
 from rosgraph_msgs.msg import Clock
 
-from scaocc_ros import ros_types
-
-LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+from scaocc_ros import qos
+from scaocc_ros.tools import ros_types
 
 
 class BagPlayError(RuntimeError):
@@ -60,8 +59,8 @@ class BagPlayer(Node):
                 continue
             cls = message_class(conn.msgtype)
             self.classes[conn.topic] = cls
-            qos = LATCHED if conn.topic == "/tf_static" else QoSProfile(depth=10)
-            self.pubs[conn.topic] = self.create_publisher(cls, conn.topic, qos)
+            profile = qos.TF_STATIC_PUBLISHER if conn.topic == "/tf_static" else QoSProfile(depth=10)
+            self.pubs[conn.topic] = self.create_publisher(cls, conn.topic, profile)
         self.clock = self.create_publisher(Clock, "/clock", 10)
 
     def publish(self, topic: str, data: bytes, log_time_ns: int) -> None:

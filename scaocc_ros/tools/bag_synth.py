@@ -17,9 +17,9 @@ from typing import Final, Literal
 from rosbags.interfaces import Connection
 from rosbags.rosbag2 import StoragePlugin, Writer
 
-from scaocc_ros import ros_types
-from scaocc_ros import synth_msgs as sm
-from scaocc_ros.synth_msgs import add_world_arguments, render_all, spec_from_args
+from scaocc_ros.tools import ros_types
+from scaocc_ros.tools import synth_msgs as sm
+from scaocc_ros.tools.synth_msgs import add_world_arguments, render_all, spec_from_args
 
 log = logging.getLogger(__name__)
 BAG_VERSION: Final[Literal[9]] = 9  # rosbag2 metadata version of Jazzy and Kilted

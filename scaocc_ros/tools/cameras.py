@@ -27,23 +27,19 @@ from rclpy.duration import Duration
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.publisher import Publisher
-from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from rclpy.qos import ReliabilityPolicy
 from rclpy.timer import Timer
 from scaocc_msgs.msg import SemanticVoxelGrid
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from tf2_msgs.msg import TFMessage
 
 from scaocc_core.data.synthetic import SynthFrame, SynthSpec
-from scaocc_ros import synth_msgs as sm
+from scaocc_ros import qos
 from scaocc_ros.params import NUSCENES_CAMERAS
-from scaocc_ros.synth_msgs import add_world_arguments, render_all, spec_from_args
+from scaocc_ros.tools import synth_msgs as sm
+from scaocc_ros.tools.synth_msgs import add_world_arguments, render_all, spec_from_args
 
 log = logging.getLogger(__name__)
-LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
-#: Ground truth is kept for late-joining readers (a scorer discovered after the first frames
-#: still gets them); readers must ask for the same durability.
-GROUND_TRUTH_QOS = QoSProfile(depth=16, reliability=ReliabilityPolicy.RELIABLE,
-                              durability=DurabilityPolicy.TRANSIENT_LOCAL)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -69,16 +65,16 @@ class SyntheticCameras(Node):
         if self.cameras != list(NUSCENES_CAMERAS):
             self.get_logger().warning(f"cameras {self.cameras} differ from occ_node's default camera_names")
         kind = CompressedImage if compressed else Image
-        self.pub_images = [self.create_publisher(kind, sm.image_topic(c, compressed), qos_profile_sensor_data)
+        self.pub_images = [self.create_publisher(kind, sm.image_topic(c, compressed), qos.SENSOR)
                            for c in self.cameras]
         self.pub_infos = {sm.info_topic(c): self.create_publisher(CameraInfo, sm.info_topic(c),
-                                                                  qos_profile_sensor_data) for c in self.cameras}
+                                                                  qos.SENSOR) for c in self.cameras}
         self.pub_by_topic = dict(zip([sm.image_topic(c, compressed) for c in self.cameras], self.pub_images))
         self.pub_by_topic.update(self.pub_infos)
         self.pub_by_topic["/tf"] = self.create_publisher(TFMessage, "/tf", 100)
         self.pub_by_topic[sm.GROUND_TRUTH_TOPIC] = self.create_publisher(SemanticVoxelGrid, "~/ground_truth",
-                                                                         GROUND_TRUTH_QOS)
-        self.pub_static = self.create_publisher(TFMessage, "/tf_static", LATCHED)
+                                                                         qos.GROUND_TRUTH)
+        self.pub_static = self.create_publisher(TFMessage, "/tf_static", qos.TF_STATIC_PUBLISHER)
         self.pub_static.publish(sm.tf_static_msg(self.cameras, first.ego_T_cam, self._now_ns()))
         self.index = 0
         self.published = 0

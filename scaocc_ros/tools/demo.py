@@ -1,6 +1,6 @@
 """``make demo``: the synthetic car and occ_node as separate processes over real DDS (localhost).
 
-``python -m scaocc_ros.demo [--frames 20 --rate 10 --out demo_out]`` starts ``scaocc
+``python -m scaocc_ros.tools.demo [--frames 20 --rate 10 --out demo_out]`` starts ``scaocc
 node`` (extrinsics from ``/tf_static``) and ``scaocc cameras`` as child processes on a
 private ROS domain with localhost-only discovery, records the node's outputs (plus ground
 truth, TF, CameraInfo, diagnostics) to ``<out>/outputs.mcap`` with an in-process recorder,
@@ -30,15 +30,14 @@ from typing import Any
 import numpy as np
 import rclpy
 from rclpy.node import Node
-from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import CameraInfo, CompressedImage
 from tf2_msgs.msg import TFMessage
 
 from scaocc_core.data.rig import NUSCENES_CAMERAS, default_sample_dir, load_nuscenes_sample_rig
-from scaocc_ros import synth_msgs as sm
-from scaocc_ros.bag_synth import BagWriter
-from scaocc_ros.cameras import LATCHED
-from scaocc_ros.demo_record import (
+from scaocc_ros import qos
+from scaocc_ros.tools import synth_msgs as sm
+from scaocc_ros.tools.bag_synth import BagWriter
+from scaocc_ros.tools.demo_record import (
     Recorder,
     decode_images,
     latency_stats,
@@ -47,7 +46,14 @@ from scaocc_ros.demo_record import (
     score,
     write_pictures,
 )
-from scaocc_ros.processes import DOMAIN_VARIABLES, ROOT, ChildProcesses, free_domain_id, ros_environment, scaocc_command
+from scaocc_ros.tools.processes import (
+    DOMAIN_VARIABLES,
+    ROOT,
+    ChildProcesses,
+    free_domain_id,
+    ros_environment,
+    scaocc_command,
+)
 
 DEMO_CHECKPOINT = ROOT / "models" / "scaocc_tiny.pt"
 DEMO_CONFIG = ROOT / "config" / "model" / "scaocc_tiny.yaml"
@@ -161,12 +167,12 @@ def run_nuscenes(args: argparse.Namespace, children: ChildProcesses, out: Path) 
     with BagWriter(bag_path, overwrite=True) as writer:
         recorder = Recorder(writer, CAMERAS, compressed=True)
         try:
-            static = recorder.create_publisher(TFMessage, "/tf_static", LATCHED)
+            static = recorder.create_publisher(TFMessage, "/tf_static", qos.TF_STATIC_PUBLISHER)
             static.publish(sm.tf_static_msg(CAMERAS, np.stack([c.ego_T_cam for c in rig.cameras]),
                                             recorder.get_clock().now().nanoseconds))
-            images = {c: recorder.create_publisher(CompressedImage, sm.image_topic(c, True), qos_profile_sensor_data)
+            images = {c: recorder.create_publisher(CompressedImage, sm.image_topic(c, True), qos.SENSOR)
                       for c in CAMERAS}
-            infos = {c: recorder.create_publisher(CameraInfo, sm.info_topic(c), qos_profile_sensor_data)
+            infos = {c: recorder.create_publisher(CameraInfo, sm.info_topic(c), qos.SENSOR)
                      for c in CAMERAS}
             children.start("node", node_command(model_args, True, []))
             print(f"demo --nuscenes: starting the node ({model['kind']}) ...", flush=True)
@@ -267,8 +273,8 @@ def print_report(summary: dict[str, Any], out: Path) -> None:
 
 
 def main() -> None:
-    """``python -m scaocc_ros.demo``."""
-    parser = argparse.ArgumentParser(prog="scaocc_ros.demo", description=__doc__,
+    """``python -m scaocc_ros.tools.demo``."""
+    parser = argparse.ArgumentParser(prog="scaocc_ros.tools.demo", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     add_arguments(parser)
     sys.exit(run(parser.parse_args()))

@@ -20,7 +20,7 @@ import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray
 from nav_msgs.msg import OccupancyGrid
 from rclpy.node import Node
-from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from rclpy.qos import QoSProfile
 from rosbags.highlevel import AnyReader
 from scaocc_msgs.msg import CameraCalibrationOffsetArray, SemanticVoxelGrid
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
@@ -31,17 +31,16 @@ from scaocc_core.config import GridConfig
 from scaocc_core.data.labels import OccLabels, downsample_labels, grid_factor
 from scaocc_core.metrics import OccMetric
 from scaocc_core.viz import bev_png, camera_overlay_png, render_voxels_to_cameras
-from scaocc_ros import convert, ros_types
-from scaocc_ros import synth_msgs as sm
-from scaocc_ros.bag_synth import BagWriter
+from scaocc_ros import convert, qos
 from scaocc_ros.calibration import StaticTransformTree, pose_to_matrix
-from scaocc_ros.cameras import GROUND_TRUTH_QOS
+from scaocc_ros.tools import ros_types
+from scaocc_ros.tools import synth_msgs as sm
+from scaocc_ros.tools.bag_synth import BagWriter
 
 NODE = "/occ_node"
 OUTPUTS: dict[str, type] = {f"{NODE}/voxels": SemanticVoxelGrid, f"{NODE}/points": PointCloud2,
                             f"{NODE}/markers": MarkerArray, f"{NODE}/bev": OccupancyGrid,
                             f"{NODE}/calibration_offsets": CameraCalibrationOffsetArray}
-LATCHED = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
 
 
 def _type_name(cls: type) -> str:
@@ -59,17 +58,17 @@ class Recorder(Node):
         self.counts: dict[str, int] = {}
         topics: dict[str, tuple[type, QoSProfile | int]] = {t: (c, 10) for t, c in OUTPUTS.items()}
         topics["/diagnostics"] = (DiagnosticArray, 10)
-        topics[sm.GROUND_TRUTH_TOPIC] = (SemanticVoxelGrid, GROUND_TRUTH_QOS)
+        topics[sm.GROUND_TRUTH_TOPIC] = (SemanticVoxelGrid, qos.GROUND_TRUTH)
         topics["/tf"] = (TFMessage, 100)
-        topics["/tf_static"] = (TFMessage, LATCHED)
+        topics["/tf_static"] = (TFMessage, qos.TF_STATIC_SUBSCRIBER)
         for cam in cameras:
-            topics[sm.info_topic(cam)] = (CameraInfo, qos_profile_sensor_data)
-        for topic, (cls, qos) in topics.items():
-            self.create_subscription(cls, topic, partial(self._record, topic, _type_name(cls)), qos, raw=True)
+            topics[sm.info_topic(cam)] = (CameraInfo, qos.SENSOR)
+        for topic, (cls, profile) in topics.items():
+            self.create_subscription(cls, topic, partial(self._record, topic, _type_name(cls)), profile, raw=True)
         self.image_type = CompressedImage if compressed else Image
         for cam in cameras:
             self.create_subscription(self.image_type, sm.image_topic(cam, compressed), partial(self._image, cam),
-                                     qos_profile_sensor_data, raw=True)
+                                     qos.SENSOR, raw=True)
 
     def _record(self, topic: str, msgtype: str, data: bytes) -> None:
         self.writer.write(topic, data, time.time_ns(), msgtype)

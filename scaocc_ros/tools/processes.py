@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 from types import TracebackType
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 INSTALL = ROOT / "install"
 #: Fast DDS transports for bursts of raw images on one machine (see the file's comment).
 FASTDDS_PROFILE = ROOT / "config" / "fastdds_localhost.xml"

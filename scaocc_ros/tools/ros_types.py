@@ -19,7 +19,7 @@ from rosbags.interfaces import Nodetype
 from rosbags.typesys import Stores, get_types_from_msg, get_typestore
 from rosbags.typesys.store import Typestore
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 #: Interface packages built from ``msg/`` (package name -> directory of its ``.msg`` files).
 LOCAL_PACKAGES = {"scaocc_msgs": ROOT / "msg", "tf2_msgs": ROOT / "msg" / "tf2_msgs" / "msg"}
 

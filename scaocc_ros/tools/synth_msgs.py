@@ -3,7 +3,7 @@
 Shared by ``scaocc cameras`` (published live), ``scaocc bag synth`` (written to a bag) and
 the demo's nuScenes mode. The builders return rclpy message objects but need no ROS runtime
 (message classes are plain Python until a publisher uses them), so the bag tools can convert
-them with :func:`scaocc_ros.ros_types.to_rosbags`.
+them with :func:`scaocc_ros.tools.ros_types.to_rosbags`.
 
 Frames: ``odom -> base_link`` on ``/tf`` (the ego pose), ``base_link -> <cam>_optical`` on
 ``/tf_static``; every camera message has ``header.frame_id = <cam>_optical``.

@@ -5,7 +5,6 @@ The model is a tiny random-weight checkpoint (64x176 images, a 50x50x4 grid) sav
 
 from __future__ import annotations
 
-import dataclasses
 import subprocess
 import sys
 import time
@@ -14,29 +13,22 @@ from typing import Any
 
 import numpy as np
 import pytest
-import torch
 from rosbags.highlevel import AnyReader
 
-from scaocc_core.checkpoint import save_checkpoint
 from scaocc_core.cli import main as scaocc
-from scaocc_core.config import GridConfig, ImageConfig, load_config
+from scaocc_core.config import GridConfig
 from scaocc_core.data.synthetic import SynthSpec, render_frame
-from scaocc_core.model.causal_occ import CausalOcc
 from scaocc_core.predictor import Predictor, PredictorInput
-from scaocc_ros import ros_types
-from scaocc_ros.processes import ROOT, ChildProcesses, free_domain_id, ros_environment, scaocc_command
+from scaocc_ros.params import from_yaml
+from scaocc_ros.tools import ros_types
+from scaocc_ros.tools import synth_msgs as sm
+from scaocc_ros.tools.bag_synth import BagWriter
+from scaocc_ros.tools.processes import ROOT, ChildProcesses, free_domain_id, ros_environment, scaocc_command
+from tests.fixtures import tiny_checkpoint
 
 FRAMES, RATE, START = 3, 10.0, 1_700_000_000
 WORLD = ["--frames", str(FRAMES), "--rate", str(RATE), "--resolution", "64x176", "--seed", "3"]
 OUTPUTS = {"voxels", "points", "markers", "bev", "calibration_offsets"}
-
-
-def micro_checkpoint(path: Path) -> Path:
-    """A random-weight checkpoint of scaocc_tiny shrunk to 64x176 images and a 50x50x4 grid."""
-    cfg = load_config(ROOT / "config" / "model" / "scaocc_tiny.yaml")
-    cfg = dataclasses.replace(cfg, image=ImageConfig(6, 64, 176), grid=GridConfig(size=(50, 50, 4))).validate()
-    torch.manual_seed(0)
-    return save_checkpoint(path, CausalOcc(cfg), cfg)
 
 
 def read_bag(path: Path) -> dict[str, list[tuple[int, Any]]]:
@@ -59,10 +51,23 @@ def synth_bag(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return bag
 
 
+def predict_frames(ckpt: Path, ego_T_cam: np.ndarray | None = None) -> list[Any]:
+    """The predictions of the synthetic bag's frames, straight from the predictor."""
+    predictor = Predictor.from_checkpoint(ckpt)
+    spec = SynthSpec(seed=3, scenes=1, frames=FRAMES, height=64, width=176, rate_hz=RATE)
+    out = []
+    for k in range(FRAMES):
+        frame = render_frame(spec, 0, k)
+        T = frame.ego_T_cam if ego_T_cam is None else ego_T_cam
+        out.append(predictor.predict(PredictorInput(list(frame.images), frame.intrinsics, T, np.ones(6, bool))))
+    return out
+
+
 def test_synth_then_infer_round_trip(synth_bag: Path, tmp_path: Path) -> None:
-    ckpt = micro_checkpoint(tmp_path / "micro.pt")
+    ckpt = tiny_checkpoint(tmp_path / "micro.pt")
     out = tmp_path / "inferred"
-    assert scaocc(["bag", "infer", str(synth_bag), "--out", str(out), "--checkpoint", str(ckpt)]) == 0
+    assert scaocc(["bag", "infer", str(synth_bag), "--out", str(out), "--checkpoint", str(ckpt),
+                   "-p", "extrinsics_source:=tf"]) == 0
     inputs, outputs = read_bag(synth_bag), read_bag(out)
     assert set(outputs) == {f"/occ_node/{k}" for k in OUTPUTS}
     image_stamps = [stamp(m) for _, m in inputs["/cam_front/image"]]
@@ -70,24 +75,51 @@ def test_synth_then_infer_round_trip(synth_bag: Path, tmp_path: Path) -> None:
     for topic, msgs in outputs.items():  # one message per synchronised set, stamped like its images
         stamps = [stamp(m.markers[0]) if topic.endswith("markers") else stamp(m) for _, m in msgs]
         assert stamps == image_stamps, topic
-    predictor = Predictor.from_checkpoint(ckpt)
-    spec = SynthSpec(seed=3, scenes=1, frames=FRAMES, height=64, width=176, rate_hz=RATE)
-    for k, (_, grid) in enumerate(outputs["/occ_node/voxels"]):
-        frame = render_frame(spec, 0, k)
-        expected = predictor.predict(PredictorInput(list(frame.images), frame.intrinsics, frame.ego_T_cam,
-                                                    np.ones(6, bool)))
+    for (_, grid), expected in zip(outputs["/occ_node/voxels"], predict_frames(ckpt), strict=True):
         assert (grid.size_x, grid.size_y, grid.size_z) == (50, 50, 4) and grid.header.frame_id == "base_link"
         labels = np.asarray(grid.labels).reshape(50, 50, 4)
         np.testing.assert_array_equal(labels, expected.labels)
         np.testing.assert_array_equal(np.asarray(grid.confidence).reshape(50, 50, 4), expected.confidence)
     truth = inputs["/synthetic_cameras/ground_truth"][0][1]
     assert (truth.size_x, truth.size_y, truth.size_z) == (200, 200, 16)
+    spec = SynthSpec(seed=3, scenes=1, frames=FRAMES, height=64, width=176, rate_hz=RATE)
     np.testing.assert_array_equal(np.asarray(truth.labels).reshape(200, 200, 16), render_frame(spec, 0, 0).semantics)
+
+
+def test_infer_takes_extrinsics_where_the_node_does(synth_bag: Path, tmp_path: Path) -> None:
+    """extrinsics_source: params uses the parameters file even when the bag has /tf_static, and
+    tf without a chain drops the images (counted) instead of failing: occ_node's behaviour."""
+    ckpt = tiny_checkpoint(tmp_path / "micro.pt")
+    out = tmp_path / "params"
+    assert scaocc(["bag", "infer", str(synth_bag), "--out", str(out), "--checkpoint", str(ckpt)]) == 0
+    yaml_T = np.stack(list(from_yaml(ROOT / "config" / "occ_node.yaml").ego_T_cam.values()))
+    for (_, grid), expected in zip(read_bag(out)["/occ_node/voxels"], predict_frames(ckpt, yaml_T), strict=True):
+        np.testing.assert_array_equal(np.asarray(grid.labels).reshape(50, 50, 4), expected.labels)
+    out = tmp_path / "no_chain"
+    assert scaocc(["bag", "infer", str(synth_bag), "--out", str(out), "--checkpoint", str(ckpt),
+                   "-p", "extrinsics_source:=tf", "-p", "ego_frame:=odom"]) == 0  # the bag has no odom -> cameras
+    assert "/occ_node/voxels" not in read_bag(out)
+
+
+def test_infer_checks_stamps_like_the_node(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Stamps are checked against the log time as the node checks them against its receive
+    time: images logged more than max_age_s after their stamp are malformed."""
+    frame = render_frame(SynthSpec(seed=3, scenes=1, frames=1, height=64, width=176), 0, 0)
+    bag, stamp = tmp_path / "late", START * 10**9
+    with BagWriter(bag) as writer:
+        for topic, msg in sm.frame_messages(frame, stamp, GridConfig()).all():
+            writer.write(topic, msg, stamp + 6 * 10**9)  # max_age_s is 5
+    ckpt = tiny_checkpoint(tmp_path / "micro.pt")
+    assert scaocc(["bag", "infer", str(bag), "--out", str(tmp_path / "o"), "--checkpoint", str(ckpt)]) == 0
+    assert "0 camera sets inferred from 6 images (raw), 0 skipped, 6 malformed" in capsys.readouterr().out
+    assert scaocc(["bag", "infer", str(bag), "--out", str(tmp_path / "o2"), "--checkpoint", str(ckpt),
+                   "-p", "max_age_s:=10.0"]) == 0
+    assert "1 camera sets inferred from 6 images" in capsys.readouterr().out
 
 
 def test_infer_reads_compressed_bags_and_reports_missing_topics(tmp_path: Path, capsys: pytest.CaptureFixture[str]
                                                                 ) -> None:
-    ckpt = micro_checkpoint(tmp_path / "micro.pt")
+    ckpt = tiny_checkpoint(tmp_path / "micro.pt")
     bag = tmp_path / "jpeg"
     assert scaocc(["bag", "synth", "--out", str(bag), "--compressed", "--frames", "2", "--resolution", "64x176"]) == 0
     assert "/cam_back/image/compressed" in read_bag(bag)
@@ -100,15 +132,17 @@ def test_infer_reads_compressed_bags_and_reports_missing_topics(tmp_path: Path, 
     assert "exists" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_bag_tools_without_ros_runtime() -> None:
     env = ros_environment(free_domain_id())
-    code = ("import sys, scaocc_ros.bag_infer, scaocc_ros.bag_synth; "
+    code = ("import sys, scaocc_ros.tools.bag_infer, scaocc_ros.tools.bag_synth; "
             "print(sorted(m for m in sys.modules if 'rclpy' in m))")
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
 
 
+@pytest.mark.slow
 def test_play_publishes_the_recorded_messages_and_clock(synth_bag: Path, tmp_path: Path) -> None:
     import rclpy
     from rclpy.context import Context
@@ -161,7 +195,6 @@ def test_rosbags_bytes_decode_in_rclpy_to_the_same_messages() -> None:
     from scaocc_core.grid import CLASS_NAMES
     from scaocc_core.predictor import Prediction
     from scaocc_ros import outputs
-    from scaocc_ros import synth_msgs as sm
 
     rng = np.random.default_rng(0)
     grid = GridConfig(size=(50, 50, 4))

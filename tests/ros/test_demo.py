@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import subprocess
 import sys
@@ -10,19 +9,18 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from std_msgs.msg import Header
 
-from scaocc_core.checkpoint import save_checkpoint
-from scaocc_core.config import GridConfig, ImageConfig, load_config
+from scaocc_core.config import GridConfig
 from scaocc_core.data.labels import OccLabels, downsample_labels
 from scaocc_core.grid import CLASS_NAMES, FREE
-from scaocc_core.model.causal_occ import CausalOcc
 from scaocc_core.predictor import Prediction
-from scaocc_ros import demo, outputs
-from scaocc_ros import synth_msgs as sm
-from scaocc_ros.demo_record import Recording, grid_of, latency_stats, score
-from scaocc_ros.processes import ROOT, free_domain_id, ros_environment
+from scaocc_ros import outputs
+from scaocc_ros.tools import demo
+from scaocc_ros.tools import synth_msgs as sm
+from scaocc_ros.tools.demo_record import Recording, grid_of, latency_stats, score
+from scaocc_ros.tools.processes import free_domain_id, ros_environment
+from tests.fixtures import tiny_checkpoint
 
 OCC3D = GridConfig()
 MODEL_GRID = GridConfig(size=(100, 100, 8))
@@ -67,13 +65,11 @@ def test_score_compares_on_the_model_grid_by_stamp() -> None:
     assert stats["latency_p50_ms"] == pytest.approx(350.0) and stats["latency_p95_ms"] == pytest.approx(440.0)
 
 
+@pytest.mark.slow
 def test_short_demo_run(tmp_path: Path) -> None:
-    cfg = load_config(ROOT / "config" / "model" / "scaocc_tiny.yaml")
-    cfg = dataclasses.replace(cfg, image=ImageConfig(6, 64, 176), grid=GridConfig(size=(50, 50, 4))).validate()
-    torch.manual_seed(0)
-    ckpt = save_checkpoint(tmp_path / "micro.pt", CausalOcc(cfg), cfg)
+    ckpt = tiny_checkpoint(tmp_path / "micro.pt")
     out = tmp_path / "demo_out"
-    cmd = [sys.executable, "-m", "scaocc_ros.demo", "--out", str(out), "--frames", "3", "--rate", "4",
+    cmd = [sys.executable, "-m", "scaocc_ros.tools.demo", "--out", str(out), "--frames", "3", "--rate", "4",
            "--resolution", "64x176", "--checkpoint", str(ckpt), "--drain-s", "3", "--timeout", "90"]
     run = subprocess.run(cmd, env=ros_environment(free_domain_id()), capture_output=True, text=True, timeout=150)
     assert run.returncode == 0, run.stdout + run.stderr

@@ -7,7 +7,6 @@ random-weight checkpoint made in tmp. Raw and JPEG transports.
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,7 +14,6 @@ from typing import Any
 
 import pytest
 import rclpy
-import torch
 from nav_msgs.msg import OccupancyGrid
 from rclpy.context import Context
 from rclpy.executors import SingleThreadedExecutor
@@ -25,23 +23,13 @@ from scaocc_msgs.msg import SemanticVoxelGrid
 from sensor_msgs.msg import CompressedImage, Image, PointCloud2
 from visualization_msgs.msg import MarkerArray
 
-from scaocc_core.checkpoint import save_checkpoint
-from scaocc_core.config import GridConfig, ImageConfig, load_config
-from scaocc_core.model.causal_occ import CausalOcc
-from scaocc_ros.cameras import GROUND_TRUTH_QOS
-from scaocc_ros.processes import ROOT, ChildProcesses, free_domain_id, ros_environment, scaocc_command
+from scaocc_ros import qos
+from scaocc_ros.tools.processes import ROOT, ChildProcesses, free_domain_id, ros_environment, scaocc_command
+from tests.fixtures import tiny_checkpoint
 
 OUTPUTS = {"voxels": SemanticVoxelGrid, "points": PointCloud2, "markers": MarkerArray, "bev": OccupancyGrid}
 CAMS = ["cam_front_left", "cam_front", "cam_front_right", "cam_back_left", "cam_back", "cam_back_right"]
 TIMEOUT_S = 90.0
-
-
-def micro_checkpoint(path: Path) -> Path:
-    """A random-weight checkpoint of scaocc_tiny shrunk to 64x176 images and a 50x50x4 grid."""
-    cfg = load_config(ROOT / "config" / "model" / "scaocc_tiny.yaml")
-    cfg = dataclasses.replace(cfg, image=ImageConfig(6, 64, 176), grid=GridConfig(size=(50, 50, 4))).validate()
-    torch.manual_seed(0)
-    return save_checkpoint(path, CausalOcc(cfg), cfg)
 
 
 def stamp(msg: Any) -> int:
@@ -59,7 +47,7 @@ class Listener(Node):
             self.create_subscription(kind, f"/occ_node/{name}", self._store(name), 10)
         self.truth: dict[int, Any] = {}
         self.create_subscription(SemanticVoxelGrid, "/synthetic_cameras/ground_truth",
-                                 lambda m: self.truth.__setitem__(stamp(m), m), GROUND_TRUTH_QOS)
+                                 lambda m: self.truth.__setitem__(stamp(m), m), qos.GROUND_TRUTH)
         self.image_stamps: dict[str, set[int]] = {c: set() for c in CAMS}
         kind, suffix = (CompressedImage, "image/compressed") if compressed else (Image, "image")
         for cam in CAMS:
@@ -84,10 +72,11 @@ def domain() -> Iterator[tuple[int, Context]]:
     rclpy.shutdown(context=ctx)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("compressed", [False, True], ids=["raw", "jpeg"])
 def test_cameras_feed_the_node_across_processes(domain: tuple[int, Context], tmp_path: Path, compressed: bool) -> None:
     domain_id, ctx = domain
-    ckpt = micro_checkpoint(tmp_path / "micro.pt")
+    ckpt = tiny_checkpoint(tmp_path / "micro.pt")
     listener = Listener(ctx, compressed)
     node_args = ["--model", str(ckpt), "--ros-args", "-p", "extrinsics_source:=tf",
                  *(["-p", "image_transport:=compressed"] if compressed else [])]

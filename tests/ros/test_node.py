@@ -33,7 +33,8 @@ from visualization_msgs.msg import MarkerArray
 
 from scaocc_core.data.rig import load_nuscenes_sample_rig
 from scaocc_ros import node as node_module
-from scaocc_ros.node import OccNode, StartupError
+from scaocc_ros.node import OccNode
+from scaocc_ros.pipeline import StartupError
 
 ROOT = Path(__file__).resolve().parents[2]
 PARAMS = ROOT / "config" / "occ_node.yaml"
@@ -146,13 +147,14 @@ def set_sim_time(occ: OccNode, car: Car, ex: SingleThreadedExecutor, t_ns: int) 
 def spy(occ: OccNode) -> list[Any]:
     """Record every PredictorInput the node passes to its (real) predictor."""
     calls: list[Any] = []
-    real = occ.predictor.predict
+    predictor = occ.pipeline.predictor
+    real = predictor.predict
 
     def predict(inp: Any) -> Any:
         calls.append(inp)
         return real(inp)
 
-    occ.predictor.predict = predict  # type: ignore[method-assign]
+    predictor.predict = predict  # type: ignore[method-assign]
     return calls
 
 
@@ -177,7 +179,8 @@ def test_full_set_publishes_every_output(make: Callable[..., Any]) -> None:
         header = car.received[k][0].markers[0].header if k == "markers" else car.received[k][0].header
         assert Time.from_msg(header.stamp).nanoseconds == stamp and header.frame_id == "base_link", k
     grid = car.received["voxels"][0]
-    assert (grid.size_x, grid.size_y, grid.size_z) == (100, 100, 8) and len(grid.labels) == 80000
+    size = occ.pipeline.predictor.grid.size  # the output grid of config/model/scaocc_tiny.yaml
+    assert (grid.size_x, grid.size_y, grid.size_z) == size and len(grid.labels) == np.prod(size)
     assert [o.frame_id for o in car.received["calibration_offsets"][0].offsets] == [f"{c}_optical" for c in CAMS]
     assert calls[-1].camera_valid.tolist() == [True] * 6
     np.testing.assert_allclose(calls[-1].intrinsics[1], RIG.cameras[1].K)
@@ -200,11 +203,11 @@ def test_missing_camera_runs_on_the_rest_and_recovers(make: Callable[..., Any]) 
     for k in range(6):
         set_sim_time(occ, car, ex, t + k * period)
         car.publish(t + k * period, cams=five)
-        until(ex, lambda k=k: sum(occ.sync.stats(c).received for c in five) == 5 * (k + 1))
+        until(ex, lambda k=k: sum(occ.pipeline.sync.stats(c).received for c in five) == 5 * (k + 1))
         if k <= 3:  # silent for <= 0.3 s: the sets wait for cam_back
-            assert occ.sync.sets_emitted == 0
+            assert occ.pipeline.sync.sets_emitted == 0
     until(ex, lambda: occ.worker.wait_idle(0.01) and len(calls) > 0)
-    assert occ.sync.active() == [True, True, True, True, False, True]
+    assert occ.pipeline.sync.active() == [True, True, True, True, False, True]
     for call in calls:  # the newest set wins when the worker is busy, so maybe not all of them
         assert call.camera_valid.tolist() == [True, True, True, True, False, True]
         assert not call.images[4].any()  # black image for the missing camera
@@ -229,7 +232,7 @@ def test_malformed_messages_are_counted_and_skipped(make: Callable[..., Any]) ->
         if cam == "cam_front":
             img.step = 100  # < width * 3
         elif cam == "cam_front_left":
-            img.encoding = "yuv422"
+            img.encoding = "32FC1"  # a depth image, not a camera image
         elif cam == "cam_back":
             img.header.stamp = Time(nanoseconds=now_ns(occ) + 10**10).to_msg()  # 10 s ahead
         elif cam == "cam_back_left":
@@ -240,9 +243,9 @@ def test_malformed_messages_are_counted_and_skipped(make: Callable[..., Any]) ->
     car.publish(now_ns(occ), edit=corrupt)
     expected = {"cam_front": "image", "cam_front_left": "image", "cam_back": "stamp", "cam_back_left": "stamp",
                 "cam_back_right": "camera_info"}
-    until(ex, lambda: all(occ.stats.malformed[c][k] == 1 for c, k in expected.items()))
-    assert "cam_back_right" in occ.pending  # its image waits for a usable camera_info
-    assert sum(occ.sync.stats(c).received for c in CAMS) == 1  # only cam_front_right reached the sync
+    until(ex, lambda: all(occ.pipeline.stats.malformed_count(c, k) == 1 for c, k in expected.items()))
+    assert "cam_back_right" in occ.pipeline.pending  # its image waits for a usable camera_info
+    assert sum(occ.pipeline.sync.stats(c).received for c in CAMS) == 1  # only cam_front_right reached the sync
     status = diagnostics(occ, car, ex)
     assert status["inputs"].level == DiagnosticStatus.WARN and "5 malformed" in status["inputs"].message
     car.publish(now_ns(occ))  # the node is unharmed
@@ -260,7 +263,7 @@ def test_compressed_transport_and_undecodable_jpeg(make: Callable[..., Any]) -> 
     car.publish(now_ns(occ), edit=garble)
     until(ex, lambda: len(car.received["voxels"]) == 1)
     assert calls[-1].camera_valid.tolist() == [True, True, False, True, True, True]
-    assert occ.stats.malformed["cam_front_right"]["decode"] == 1
+    assert occ.pipeline.stats.malformed_count("cam_front_right", "decode") == 1
     assert calls[-1].images[0].shape == (90, 160, 3)
 
 
@@ -276,7 +279,7 @@ def test_resolution_change_updates_the_intrinsics(make: Callable[..., Any]) -> N
     for i in range(6):
         assert calls[1].images[i].shape == (180, 320, 3)
         np.testing.assert_allclose(calls[1].intrinsics[i], car.rig.cameras[i].K)
-    assert sum(sum(c.values()) for c in occ.stats.malformed.values()) == 0
+    assert occ.pipeline.stats.report(now_ns(occ)).malformed_total == 0
 
 
 def test_compressed_images_are_decoded_reduced_with_matching_intrinsics(make: Callable[..., Any]) -> None:
@@ -293,8 +296,8 @@ def test_compressed_images_are_decoded_reduced_with_matching_intrinsics(make: Ca
                              [0, 0, 1]])
         np.testing.assert_allclose(calls[0].intrinsics[i], expected)
     until(ex, lambda: occ.worker.wait_idle(0.01))
-    assert occ.last_frame[CAMS[0]][2] == (360, 640)
-    np.testing.assert_allclose(occ.last_frame[CAMS[0]][0], calls[0].intrinsics[0])
+    assert occ.pipeline.last_frame[CAMS[0]][2] == (360, 640)
+    np.testing.assert_allclose(occ.pipeline.last_frame[CAMS[0]][0], calls[0].intrinsics[0])
 
 
 def test_extrinsics_from_tf_static_chain(make: Callable[..., Any]) -> None:
@@ -317,7 +320,7 @@ def test_extrinsics_from_tf_static_chain(make: Callable[..., Any]) -> None:
     root.transform.rotation.w = 1.0
     msg.transforms.append(root)
     car.tf_static.publish(msg)
-    until(ex, lambda: occ.tf_tree.lookup("base_link", "cam_back_optical") is not None)
+    until(ex, lambda: occ.pipeline.tf_tree.lookup("base_link", "cam_back_optical") is not None)
     car.publish(now_ns(occ))
     until(ex, lambda: len(calls) == 1)
     for i in range(6):

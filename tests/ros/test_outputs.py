@@ -16,6 +16,7 @@ from scaocc_core.config import GridConfig
 from scaocc_core.grid import CLASS_NAMES, FREE, PALETTE
 from scaocc_core.predictor import Prediction
 from scaocc_ros import outputs
+from scaocc_ros.tools import ros_types
 
 MSG_DIR = Path(__file__).resolve().parents[2] / "msg"
 GRID = GridConfig(lower=(-4.0, -2.0, -1.0), upper=(4.0, 2.0, 1.4), size=(20, 10, 6))  # 0.4 m voxels
@@ -110,13 +111,19 @@ def test_markers_one_cube_list_per_class_and_deletes(typestore) -> None:  # type
     assert sorted(m.id for m in later.markers if m.action == 2) == sorted(present)
 
 
+#: The two serialisers the markers are built with: rclpy's (the node) and rosbags' (bag infer).
+SERIALIZERS = {"rclpy": serialize_message, "rosbags": ros_types.serialize}
+
+
+@pytest.mark.parametrize("serializer", sorted(SERIALIZERS))
 @pytest.mark.parametrize("seed, previous", [(2, {16, 3}), (5, set()), (7, {0, 1, 2, 15})])
-def test_fast_markers_decode_to_the_reference(typestore, seed: int, previous: set[int]) -> None:  # type: ignore[no-untyped-def]
+def test_fast_markers_decode_to_the_reference(typestore, seed: int, previous: set[int],  # type: ignore[no-untyped-def]
+                                              serializer: str) -> None:
     pred = make_prediction(seed)
     pred.labels[0, 0, 0] = 9  # a class with a single voxel, next to classes with many
     pred.labels[pred.labels == 11] = FREE  # a class that vanished
     reference, shown_ref = outputs.marker_array_msg(pred, GRID, HEADER, previous)
-    data, shown = outputs.marker_array_cdr(pred, GRID, HEADER, previous)
+    data, shown = outputs.marker_array_cdr(pred, GRID, HEADER, previous, SERIALIZERS[serializer])
     assert shown == shown_ref
     expected = serialize_message(reference)
     assert len(data) == len(expected)  # the padding bytes are unspecified in CDR: compare decoded messages
@@ -127,10 +134,11 @@ def test_fast_markers_decode_to_the_reference(typestore, seed: int, previous: se
         np.testing.assert_allclose([(p.x, p.y, p.z) for p in m.points], exp, atol=1e-9)
 
 
-def test_fast_markers_with_nothing_occupied() -> None:
+@pytest.mark.parametrize("serializer", sorted(SERIALIZERS))
+def test_fast_markers_with_nothing_occupied(serializer: str) -> None:
     empty = Prediction(np.full(GRID.size, FREE, np.uint8), np.zeros(GRID.size, np.uint8), np.zeros((6, 3)),
                        np.zeros((6, 3)))
-    data, shown = outputs.marker_array_cdr(empty, GRID, HEADER, {4})
+    data, shown = outputs.marker_array_cdr(empty, GRID, HEADER, {4}, SERIALIZERS[serializer])
     assert shown == set()
     expected = serialize_message(outputs.marker_array_msg(empty, GRID, HEADER, {4})[0])
     assert deserialize_message(data, MarkerArray) == deserialize_message(expected, MarkerArray)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import cv2
 import numpy as np
@@ -13,8 +12,6 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from scaocc_core.config import load_config
 from scaocc_core.data.rig import NUSCENES_CAMERAS, default_sample_dir, load_nuscenes_sample_rig
 from scaocc_core.predictor import Predictor, PredictorInput
-from scaocc_ros import synth_msgs
-from scaocc_ros.bag_infer import Frame, OfflineParams, OfflinePipeline
 from scaocc_ros.convert import (
     ConversionError,
     Intrinsics,
@@ -24,7 +21,10 @@ from scaocc_ros.convert import (
     compressed_to_rgb,
     decode,
 )
+from scaocc_ros.params import NodeParams
+from scaocc_ros.pipeline import CameraFrame, CameraSetPipeline
 from scaocc_ros.sync import SyncedSet
+from scaocc_ros.tools import ros_types, synth_msgs
 
 ROOT_CONFIG = Path(__file__).resolve().parents[2] / "config" / "model" / "scaocc_tiny.yaml"
 RIG = load_nuscenes_sample_rig()
@@ -137,27 +137,17 @@ def test_reduce_keeps_raw_images_and_reduces_png_like_jpeg() -> None:
         compressed_to_rgb(jpeg, 3)
 
 
-def test_bag_infer_decodes_reduced_with_the_reduced_intrinsics(predictor: Predictor) -> None:
-    params = OfflineParams(camera_names=[c.lower() for c in NUSCENES_CAMERAS], image_transport="compressed")
-    pipeline = OfflinePipeline(predictor, params, writer=None)  # type: ignore[arg-type]
-    frames: list[Frame | None] = []
+def test_pipeline_decodes_reduced_with_the_reduced_intrinsics(predictor: Predictor) -> None:
+    """The node and bag infer (one pipeline) give the predictor reduced images with their K."""
+    params = NodeParams(camera_names=tuple(c.lower() for c in NUSCENES_CAMERAS), image_transport="compressed")
+    pipeline = CameraSetPipeline(predictor, params, ros_types.serialize)
+    frames: list[CameraFrame | None] = []
     for i, msg in enumerate(sample_jpegs()):
         rosbags_msg = synth_msgs.compressed_msg(params.camera_names[i], bytes(msg.data), 0)
         intr = camera_info_to_intrinsics(info_of(i))
-        frames.append(Frame(rosbags_msg, intr, RIG.cameras[i].ego_T_cam))
-    calls: list[Any] = []
-    real_predict = predictor.predict
-
-    def spy(inp: PredictorInput) -> Any:
-        calls.append(inp)
-        return real_predict(inp)
-
-    predictor.predict = spy  # type: ignore[method-assign]
-    try:
-        assert pipeline.predict(SyncedSet([0] * 6, frames)) is not None
-    finally:
-        del predictor.predict  # back to the class method
-    (inp,) = calls
+        frames.append(CameraFrame(rosbags_msg, intr, RIG.cameras[i].ego_T_cam))
+    inp = pipeline.camera_input(SyncedSet([0] * 6, frames))
+    assert inp is not None
     assert all(im.shape == (225, 400, 3) for im in inp.images) and inp.camera_valid.all()
     for i, frame in enumerate(frames):
         assert frame is not None
