@@ -1,6 +1,8 @@
-"""ROS 2 adapters around :mod:`scaocc_core`: the ``occ_node`` and its helpers.
+"""ROS 2 adapters around :mod:`scaocc_core`: the ``occ_node`` and what it needs.
 
 Only thin glue lives here (message conversion, synchronisation, parameters, outputs,
-diagnostics); all geometry and inference is in the core. The pure-Python helpers
-(:mod:`scaocc_ros.sync`, :mod:`scaocc_ros.calibration`) import no ROS at all.
+diagnostics, QoS); all geometry and inference is in the core. The node's callbacks and
+``scaocc bag infer`` share one :class:`~scaocc_ros.pipeline.CameraSetPipeline`, which needs no
+ROS runtime, nor do :mod:`scaocc_ros.sync` and :mod:`scaocc_ros.calibration`. The tools
+(synthetic cameras, bag tools, demo) live in :mod:`scaocc_ros.tools`.
 """
