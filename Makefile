@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 
-.PHONY: setup test lint typecheck pytest demo clean ros-setup ros-build
+.PHONY: setup test test-fast lint typecheck pytest demo clean ros-setup ros-build
 
 # Creates .venv with torch==2.13.0 (CPU wheel) unless a torch is already importable in it
 # (on a CUDA machine the user's own torch is kept), then the rest of requirements.txt;
@@ -28,6 +28,11 @@ pytest: setup
 	$(ROS_ENV) && $(VENV)/bin/pytest
 
 test: lint typecheck pytest
+
+# Everything but the tests marked slow (those that spawn processes: the node, players, the
+# demo, DDP workers); `make test` runs them all.
+test-fast: lint typecheck
+	$(ROS_ENV) && $(VENV)/bin/pytest -m "not slow"
 
 clean:
 	rm -rf build install log demo_out
@@ -89,10 +94,10 @@ DEMO_ARGS ?= --frames 20 --rate 5
 .PHONY: demo-nuscenes
 
 demo: setup
-	$(ROS_ENV) && $(PY) -m scaocc_ros.demo --out demo_out $(DEMO_ARGS)
+	$(ROS_ENV) && $(PY) -m scaocc_ros.tools.demo --out demo_out $(DEMO_ARGS)
 
 demo-nuscenes: setup
-	$(ROS_ENV) && $(PY) -m scaocc_ros.demo --out demo_out --nuscenes
+	$(ROS_ENV) && $(PY) -m scaocc_ros.tools.demo --out demo_out --nuscenes
 
 # ---------------------------------------------------------------------------------------
 # The demo checkpoint models/scaocc_tiny.pt (+ provenance JSON): scaocc_tiny trained on the

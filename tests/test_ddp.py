@@ -6,6 +6,7 @@ import os
 import socket
 from pathlib import Path
 
+import pytest
 import torch
 import torch.multiprocessing as mp
 
@@ -40,6 +41,7 @@ def _worker(rank: int, port: int, data: str, out: str) -> None:
         cleanup(info)
 
 
+@pytest.mark.slow
 def test_two_gloo_replicas_stay_identical(tmp_path: Path) -> None:
     data = write_micro_world(tmp_path / "world", scenes=3, frames=1, val_scenes=1)  # 2 train frames, 1 per rank
     torch.manual_seed(123)
