@@ -1,0 +1,386 @@
+"""GPU measurements beside ``bench/inference.py``: training step, pooling kernel, profiles.
+
+    python3 bench/gpu_bench.py train --json out/train.json          # scaocc_r50 step, +causal ratio
+    python3 bench/gpu_bench.py pool --json out/pool.json            # kernel GB/s vs copy peak, vs index_add
+    python3 bench/gpu_bench.py profile --config scaocc_r50 --precision fp16 --out out/profile_r50.txt
+    python3 bench/gpu_bench.py train --device cpu --small           # the same code on the CPU, small sizes
+
+``train``: the training loop's own step (:class:`~scaocc_core.training.engine.TrainStep`,
+bf16 autocast as ``config/train/default.yaml``, GradScaler, clipping, AdamW) of one config
+with and without the causal loss, interleaved (A B A B ...) in one process; the ratio is
+the median with over the median without.
+
+``pool``: the fused Triton kernel on the config's frustum (the model's geometry on a ring
+rig, batch 1): the kernel alone (voxel indices precomputed) and the whole call, against the
+``index_add`` reference (``grouped_features`` + ``pool_hard``) and against the memory
+bound: :func:`~scaocc_core.deploy.pool_triton.pool_bytes` over the device-to-device copy
+bandwidth measured in the same run (bytes read plus written). Launch parameters are swept.
+Device timings are medians of CUDA-event-timed runs (``triton.testing.do_bench``, which
+clears the L2 between runs); on the CPU, wall-clock medians (the Triton interpreter:
+correctness of the path only, its speed means nothing).
+
+``profile``: ``torch.profiler`` over a few inference runs of the Predictor (network only,
+copies included), with each model stage marked, written as tables sorted by self time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import dataclasses
+import io
+import json
+import os
+import pstats
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from scaocc_core.batch import Batch, CameraInputs, Targets  # noqa: E402
+from scaocc_core.config import GridConfig, ImageConfig, ModelConfig, load_config  # noqa: E402
+from scaocc_core.grid import FREE  # noqa: E402
+
+STAGES = ("encoder", "offset_head", "depth_head", "lifter", "propagation", "voxel_net")
+
+
+def config(name: str, small: bool) -> ModelConfig:
+    """A shipped config; ``small``: 2 cameras, 64x176 images, a 20x20x4 grid (CPU dry runs)."""
+    cfg = load_config(ROOT / "config" / "model" / f"{name}.yaml")
+    if not small:
+        return cfg
+    return dataclasses.replace(cfg, image=ImageConfig(num_cams=2, height=64, width=176),
+                               grid=GridConfig(lower=cfg.grid.lower, upper=cfg.grid.upper, size=(20, 20, 4))
+                               ).validate()
+
+
+def pool_grid(cfg: ModelConfig) -> GridConfig:
+    """The grid the lifted features are pooled into (``feature_grid`` where the config has one)."""
+    return getattr(cfg, "feature_grid", cfg.grid)
+
+
+def sync(device: torch.device) -> None:
+    """Wait for the device."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def wall_ms(fn: Callable[[], object], device: torch.device, reps: int, warmup: int = 1) -> list[float]:
+    """Wall milliseconds of each of ``reps`` calls (synchronised), after ``warmup`` calls."""
+    for _ in range(warmup):
+        fn()
+    out = []
+    for _ in range(reps):
+        sync(device)
+        t0 = time.perf_counter()
+        fn()
+        sync(device)
+        out.append(1e3 * (time.perf_counter() - t0))
+    return out
+
+
+def device_ms(fn: Callable[[], object], device: torch.device, reps: int = 50) -> float:
+    """Median milliseconds per call: CUDA events via ``triton.testing.do_bench`` on the GPU, wall clock else."""
+    if device.type == "cuda":
+        import triton.testing
+
+        return float(triton.testing.do_bench(fn, warmup=25, rep=max(reps, 20), return_mode="median"))
+    return statistics.median(wall_ms(fn, device, max(1, min(reps, 3))))
+
+
+def ring_batch(cfg: ModelConfig, device: torch.device, batch: int, seed: int = 0) -> Batch:
+    """Random images on a ring rig with voxel and 2D truth holding several classes."""
+    from scaocc_core.deploy.parity import ring_rig
+
+    g = torch.Generator().manual_seed(seed)
+    n, H, W = cfg.image.num_cams, cfg.image.height, cfg.image.width
+    K, T = ring_rig(n, (H, W))
+    inputs = CameraInputs(
+        torch.rand(batch, n, 3, H, W, generator=g), torch.from_numpy(K).float().expand(batch, n, 3, 3).clone(),
+        torch.from_numpy(T).float().expand(batch, n, 4, 4).clone(), torch.eye(3).expand(batch, n, 3, 3).clone(),
+        torch.zeros(batch, n, 3), torch.eye(4).expand(batch, 4, 4).clone(), torch.ones(batch, n, dtype=torch.bool))
+    X, Y, Z = cfg.grid.size
+    sem = torch.full((batch, X, Y, Z), FREE, dtype=torch.long)
+    sem[..., 0] = 11
+    for i, cls in enumerate((1, 4, 9, 15)):
+        x0, y0 = (X // 5) * (i + 1) - 2, Y // 2 - 2
+        sem[:, x0 : x0 + 4, y0 : y0 + 4, 1 : max(2, Z // 3)] = cls
+    choices = torch.tensor([11, 4, 15, 255])
+    sem2d = choices[torch.randint(0, 4, (batch, n, H, W), generator=g)]
+    depth2d = torch.rand(batch, n, H, W, generator=g) * 40 + 1
+    targets = Targets(sem, torch.ones_like(sem, dtype=torch.bool), None, sem2d, depth2d)
+    return Batch(inputs, targets).to(device)
+
+
+# --------------------------------------------------------------------------- train
+
+
+def train_steps(cfg: ModelConfig, device: torch.device, batch: int, reps: int, amp: str) -> dict[str, Any]:
+    """Median step ms with and without the causal loss, interleaved, and their ratio."""
+    from scaocc_core.losses import OccupancyLoss
+    from scaocc_core.model.causal_occ import CausalOcc
+    from scaocc_core.training.engine import TrainStep
+
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "none": None}[amp] if device.type == "cuda" else None
+    data = ring_batch(cfg, device, batch)
+    steps: dict[bool, Callable[[], None]] = {}
+    for causal in (False, True):
+        loss_cfg = dataclasses.replace(cfg.loss, causal_weight=1.0 if causal else 0.0)
+        c = dataclasses.replace(cfg, loss=loss_cfg)
+        torch.manual_seed(0)
+        model = CausalOcc(c).to(device).train()
+        params = [p for p in model.parameters() if p.requires_grad]
+        opt = torch.optim.AdamW(params, lr=1e-4)
+        scaler = torch.amp.GradScaler("cuda", enabled=dtype == torch.float16)
+        runner = TrainStep(model, OccupancyLoss(c.loss, c.depth), dtype)
+
+        def step(runner: TrainStep = runner, opt: torch.optim.Optimizer = opt, params: list = params,
+                 scaler: torch.amp.GradScaler = scaler) -> None:
+            total, parts = runner(data, torch.Generator().manual_seed(0))
+            if not all(v == v for v in parts.values()):
+                raise FloatingPointError(f"NaN in the loss: {parts}")
+            opt.zero_grad(set_to_none=True)
+            scaler.scale(total).backward()
+            scaler.unscale_(opt)
+            torch.nn.utils.clip_grad_norm_(params, 5.0)
+            scaler.step(opt)
+            scaler.update()
+
+        steps[causal] = step
+    times: dict[bool, list[float]] = {False: [], True: []}
+    for causal in (False, True):
+        wall_ms(steps[causal], device, 0, warmup=2)  # cuDNN autotuning, allocator
+    for _ in range(reps):
+        for causal in (False, True):
+            times[causal] += wall_ms(steps[causal], device, 1, warmup=0)
+    plain, with_causal = statistics.median(times[False]), statistics.median(times[True])
+    peak = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
+    return {"config": cfg.name, "batch": batch, "amp": amp if dtype is not None else "none", "reps": reps,
+            "train_step_ms": round(plain, 2), "train_step_causal_ms": round(with_causal, 2),
+            "causal_ratio": round(with_causal / plain, 3), "plain_ms_all": [round(t, 2) for t in times[False]],
+            "causal_ms_all": [round(t, 2) for t in times[True]],
+            "peak_memory_gib": None if peak is None else round(peak, 2)}
+
+
+# --------------------------------------------------------------------------- pool
+
+
+def frustum(cfg: ModelConfig, device: torch.device, seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Depth ``1 n G D h w``, context ``1 n C h w`` and coords ``1 n D h w 3`` of the config on a ring rig."""
+    from scaocc_core.geometry import ego_to_voxel, frustum_to_ego, make_frustum
+
+    n, G, D, C = cfg.image.num_cams, cfg.depth.groups, cfg.depth.num_bins, cfg.depth.context_channels
+    h, w = cfg.image.height // cfg.encoder.stride, cfg.image.width // cfg.encoder.stride
+    g = torch.Generator().manual_seed(seed)
+    depth = torch.randn(1, n, G, D, h, w, generator=g).mul(2).softmax(dim=3).to(device)
+    context = torch.randn(1, n, C, h, w, generator=g).to(device)
+    cam = ring_batch(cfg, device, 1, seed).inputs
+    grid = make_frustum((cfg.image.height, cfg.image.width), (h, w), cfg.depth).to(device)
+    points = frustum_to_ego(grid, cam.intrinsics, cam.ego_T_cam, cam.post_rot, cam.post_tran, cam.bda)
+    return depth, context, ego_to_voxel(points, pool_grid(cfg))
+
+
+def copy_gbps(device: torch.device, nbytes: int) -> float:
+    """Device-to-device copy bandwidth, bytes read plus written."""
+    src = torch.rand(nbytes // 4, device=device)
+    dst = torch.empty_like(src)
+    ms = device_ms(lambda: dst.copy_(src), device)
+    return 2 * nbytes / (ms * 1e-3) / 1e9
+
+
+def pool(cfg: ModelConfig, device: torch.device, copy_bytes: int) -> dict[str, Any]:
+    """See the module docstring."""
+    from scaocc_core.deploy import pool_triton as pt
+    from scaocc_core.model.splat import grouped_features, pool_hard
+
+    size = pool_grid(cfg).size
+    sets = [frustum(cfg, device, seed) for seed in range(3)]  # rotated so no run re-reads a cached input
+    it = iter(range(1 << 30))
+
+    def pick() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        return sets[next(it) % len(sets)]
+
+    depth, context, coords = sets[0]
+    C = context.shape[2]
+    index = pt.voxel_index(coords.reshape(1, -1, 3), size)
+    indices = [pt.voxel_index(s[2].reshape(1, -1, 3), size) for s in sets]
+    moved = pt.pool_bytes(depth, context, index, C, size[0] * size[1] * size[2])
+    fused = pt.pool_hard_fused(depth, context, coords, size)
+    ref = pool_hard(grouped_features(depth.double(), context.double()), coords.reshape(1, -1, 3), size)
+    rel_err = float((fused.double() - ref).norm() / ref.norm())
+
+    def kernel(block_p: int = pt.BLOCK_P, warps: int = 4) -> Callable[[], object]:
+        def run() -> object:
+            k = next(it) % len(sets)
+            d, c, _ = sets[k]
+            return pt._launch(d, c, indices[k], size, block_p, warps)
+        return run
+
+    def whole() -> object:
+        d, c, x = pick()
+        return pt.pool_hard_fused(d, c, x, size)
+
+    def reference() -> object:
+        d, c, x = pick()
+        return pool_hard(grouped_features(d, c), x.reshape(1, -1, 3), size)
+
+    peak = copy_gbps(device, copy_bytes)
+    sweep = {}
+    for block_p, warps in ((32, 2), (64, 4), (128, 4), (128, 8), (256, 8)):
+        sweep[f"{block_p}x{warps}"] = round(device_ms(kernel(block_p, warps), device), 4)
+    best = min(sweep, key=lambda k: sweep[k])
+    kernel_ms = sweep[f"{pt.BLOCK_P}x4"]
+    whole_ms, ref_ms = device_ms(whole, device), device_ms(reference, device)
+    gbps = moved / (kernel_ms * 1e-3) / 1e9
+    bound_ms = moved / (peak * 1e9) * 1e3
+    return {
+        "config": cfg.name, "points": index.numel(), "points_inside": int((index >= 0).sum()),
+        "channels": C, "groups": cfg.depth.groups, "grid": list(size), "bytes_moved": moved,
+        "rel_err_vs_float64": rel_err, "kernel_ms": round(kernel_ms, 4), "call_ms": round(whole_ms, 4),
+        "index_add_ms": round(ref_ms, 4), "speedup_vs_index_add": round(ref_ms / whole_ms, 2),
+        "pool_gbps": round(gbps, 1), "copy_gbps": round(peak, 1),
+        "datasheet_gbps": pt.device_bandwidth_gbps(device), "pool_peak_fraction": round(gbps / peak, 3),
+        "bound_ms": round(bound_ms, 4), "kernel_over_bound": round(kernel_ms / bound_ms, 2),
+        "launch_sweep_ms": sweep, "best_launch": best,
+        "note": "kernel = the Triton launch with indices precomputed (grid zeroing included); call = "
+                "pool_hard_fused (voxel indices too); peak = device-to-device copy in the same run",
+    }
+
+
+# --------------------------------------------------------------------------- profile
+
+
+@contextmanager
+def stage_ranges(model: torch.nn.Module | None) -> Iterator[None]:
+    """Mark each model stage as a profiler range (forward pre/post hooks)."""
+    handles: list[Any] = []
+    if model is not None:
+        from torch.autograd.profiler import record_function
+
+        for name in STAGES:
+            module = getattr(model, name, None)
+            if module is None:
+                continue
+            open_: dict[str, Any] = {}
+
+            def pre(m: Any, a: Any, name: str = name, open_: dict = open_) -> None:
+                open_["rf"] = record_function(f"stage::{name}")
+                open_["rf"].__enter__()
+
+            def post(m: Any, a: Any, o: Any, open_: dict = open_) -> None:
+                open_.pop("rf").__exit__(None, None, None)
+
+            handles += [module.register_forward_pre_hook(pre), module.register_forward_hook(post)]
+    try:
+        yield
+    finally:
+        for h in handles:
+            h.remove()
+
+
+def profile(name: str, device: torch.device, precision: str, iters: int, small: bool, out: Path | None) -> str:
+    """Profiler tables of the Predictor's network run, and cProfile of its pre-processing."""
+    import numpy as np
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
+
+    from scaocc_core.checkpoint import save_checkpoint
+    from scaocc_core.deploy.parity import ring_rig
+    from scaocc_core.model.causal_occ import CausalOcc
+    from scaocc_core.predictor import PredictorInput, make_predictor
+
+    cfg = config(name, small)
+    torch.manual_seed(0)
+    with tempfile.TemporaryDirectory() as tmp:
+        ckpt = save_checkpoint(Path(tmp) / f"{name}.pt", CausalOcc(cfg), cfg)
+        predictor = make_predictor(ckpt, str(device), "torch", precision=precision)
+    n = cfg.image.num_cams
+    K, T = ring_rig(n, (900, 1600))
+    rng = np.random.default_rng(0)
+    inp = PredictorInput([rng.integers(0, 256, (900, 1600, 3), dtype=np.uint8) for _ in range(n)], K, T,
+                         np.ones(n, dtype=bool))
+    feeds = predictor.preprocess(inp)
+    for _ in range(2):
+        predictor.run(feeds)
+    model = getattr(getattr(predictor.engine, "graph", None), "model", None)
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    with stage_ranges(model), torch_profile(activities=activities) as prof:
+        for _ in range(iters):
+            predictor.run(feeds)
+        sync(device)
+    key = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
+    events = prof.key_averages()
+    stages = [e for e in events if e.key.startswith("stage::")]
+    where = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
+    lines = [f"{name} {precision} on {device} ({where}), torch {torch.__version__}, "
+             f"{torch.get_num_threads()} threads, {iters} runs profiled"]
+    lines.append("\nper stage (inclusive, ms per run):")
+    for e in sorted(stages, key=lambda e: -e.cpu_time_total):
+        dev = getattr(e, "device_time_total", getattr(e, "cuda_time_total", 0.0))
+        lines.append(f"  {e.key[7:]:<14} cpu {e.cpu_time_total / 1e3 / iters:8.2f}"
+                     + (f"   device {dev / 1e3 / iters:8.2f}" if device.type == "cuda" else ""))
+    lines.append(f"\noperators by {key}:")
+    lines.append(events.table(sort_by=key, row_limit=25, max_name_column_width=60))
+    stats = io.StringIO()
+    pr = cProfile.Profile()
+    pr.enable()
+    for _ in range(3):
+        predictor.preprocess(inp)
+    pr.disable()
+    pstats.Stats(pr, stream=stats).sort_stats("tottime").print_stats(8)
+    lines.append("pre-processing (Predictor.preprocess, 6 x 900x1600 -> model input), cProfile of 3 runs:")
+    lines.append("\n".join(stats.getvalue().splitlines()[:30]))
+    text = "\n".join(lines)
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(text)
+    return text
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("what", choices=("train", "pool", "profile"))
+    parser.add_argument("--config", default="scaocc_r50")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--small", action="store_true", help="2 cameras, 64x176 images, 20x20x4 grid")
+    parser.add_argument("--batch", type=int, default=4, help="train: batch size (the GPU recipe's 4)")
+    parser.add_argument("--reps", type=int, default=6, help="train: timed steps of each variant")
+    parser.add_argument("--amp", default="bf16", choices=("bf16", "fp16", "none"), help="train: autocast on CUDA")
+    parser.add_argument("--precision", default="fp16", help="profile: fp32, fp16 or bf16 (CUDA)")
+    parser.add_argument("--iters", type=int, default=5, help="profile: runs profiled")
+    parser.add_argument("--copy-mib", type=int, default=2048, help="pool: size of the copy measuring the peak")
+    parser.add_argument("--json", type=Path, default=None, help="train/pool: write the result here")
+    parser.add_argument("--out", type=Path, default=None, help="profile: write the tables here")
+    args = parser.parse_args()
+    device = torch.device(args.device)
+    if device.type == "cpu" and args.what == "pool":
+        os.environ.setdefault("TRITON_INTERPRET", "1")  # before pool_triton is imported
+    t0 = time.perf_counter()
+    if args.what == "profile":
+        print(profile(args.config, device, args.precision, args.iters, args.small, args.out))
+        return
+    cfg = config(args.config, args.small)
+    if args.what == "train":
+        result = train_steps(cfg, device, args.batch, args.reps, args.amp)
+    else:
+        result = pool(cfg, device, args.copy_mib << 20)
+    gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else None
+    result = {**result, "device": str(device), "gpu": gpu, "torch": torch.__version__, "small": args.small,
+              "seconds": round(time.perf_counter() - t0, 1)}
+    print(json.dumps(result, indent=1))
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(result, indent=1))
+
+
+if __name__ == "__main__":
+    main()
