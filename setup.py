@@ -25,6 +25,13 @@ setup(
         (f"share/{PACKAGE}/config/model", glob("config/model/*.yaml")),
     ],
     install_requires=["setuptools"],
+    # The TensorRT backend supports TensorRT 10 only (scaocc_core/deploy/trt_engine.py;
+    # README, "TensorRT"). The 10.16 metapackage pulls the CUDA 13 build (tensorrt_cu13);
+    # with a CUDA 12 torch install the tensorrt-cu12 extra instead.
+    extras_require={
+        "tensorrt": ["tensorrt>=10.0,<11"],
+        "tensorrt-cu12": ["tensorrt-cu12>=10.0,<11"],
+    },
     zip_safe=True,
     maintainer="scaocc maintainers",
     maintainer_email="maintainers@scaocc.dev",

@@ -1,5 +1,11 @@
 """TensorRT 10 engine: build from the exported ONNX file, cache next to it, run.
 
+Only TensorRT 10 is supported (``pip install 'scaocc_ros[tensorrt]'`` pins
+``tensorrt>=10,<11``); :func:`check_version` refuses another major version with a clear
+error. TensorRT 11 removes weak typing (``BuilderFlag.FP16``, ``trtexec --fp16``): every
+network is strongly typed, which is how this module already builds, but the 11 API is
+untested here.
+
 The engine is cached beside the ONNX file as
 ``<onnx stem>.<gpu name>.trt<TensorRT version>.<precision>.engine`` and rebuilt when it is
 missing or older than the ONNX file. The precision is the export's (``scaocc export
@@ -33,10 +39,22 @@ from scaocc_core.deploy.onnx_model import ExportMetadata
 
 log = logging.getLogger(__name__)
 WORKSPACE_BYTES = 4 << 30
+SUPPORTED_MAJOR = 10
 
 
 class TensorRTError(RuntimeError):
-    """TensorRT could not parse, build or load an engine."""
+    """TensorRT could not parse, build or load an engine, or is a version this code does not support."""
+
+
+def check_version(trt: Any) -> None:
+    """Raise :class:`TensorRTError` unless ``trt`` (the imported module) is TensorRT 10."""
+    version = str(getattr(trt, "__version__", "unknown"))
+    major = version.split(".")[0]
+    if major != str(SUPPORTED_MAJOR):
+        raise TensorRTError(
+            f"TensorRT {version} is installed but the tensorrt backend supports TensorRT {SUPPORTED_MAJOR} only "
+            f"(pip install 'tensorrt>={SUPPORTED_MAJOR},<{SUPPORTED_MAJOR + 1}'; see the README's TensorRT section)"
+        )
 
 
 def engine_path(onnx_path: Path, gpu_name: str, trt_version: str, precision: str) -> Path:
@@ -73,6 +91,7 @@ class TensorRTEngine:
     def __init__(self, onnx_path: str | Path, meta: ExportMetadata, device: str = "cuda") -> None:
         import tensorrt as trt  # checked by the caller; see backends.load_engine
 
+        check_version(trt)
         self.device = torch.device(device)
         onnx_path = Path(onnx_path)
         torch.cuda.set_device(self.device)

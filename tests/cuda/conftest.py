@@ -4,6 +4,7 @@ CI never runs it on a GPU (it collects and skips it). ``bench/gpu_check.sh`` run
 GPU machine. ``SCAOCC_CUDA_DRY=1`` runs the same tests on the CPU at reduced sizes (the
 pooling kernel through Triton's interpreter), so the suite's own logic is checked without
 a GPU; tests of CUDA-only features (half-precision autocast, CUDA graphs) skip there.
+Tests without the marker here (``test_tensorrt_guard.py``) are ordinary CPU tests.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         return
     skip = pytest.mark.skip(reason="no CUDA GPU (SCAOCC_CUDA_DRY=1 runs this suite on the CPU at small sizes)")
     for item in items:
-        if "cuda" in item.keywords:
+        if item.get_closest_marker("cuda") is not None:
             item.add_marker(skip)
 
 
