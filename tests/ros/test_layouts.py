@@ -2,9 +2,10 @@
 
 The node's topics are read from its source, not from a running node: the topic argument of
 every ``create_publisher`` / ``create_subscription`` / ``create_lifecycle_publisher`` call in
-``scaocc_ros/*.py`` (f-string fields filled with the cameras of ``config/occ_node.yaml`` or
-with the string constants of those modules, e.g. the output names), resolved for the node
-name of ``config/occ_node.yaml`` in the root namespace without remapping.
+``scaocc_ros/node.py`` and the ``scaocc_ros`` modules it imports (f-string fields filled with
+the cameras of ``config/occ_node.yaml`` or with the string constants of those modules, e.g.
+the output names), resolved for the node name of ``config/occ_node.yaml`` in the root
+namespace without remapping.
 """
 
 from __future__ import annotations
@@ -20,12 +21,29 @@ import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
-NODE_MODULES = sorted((ROOT / "scaocc_ros").glob("*.py"))  # the node, not scaocc_ros/tools
 CREATE_CALLS = {"create_publisher", "create_subscription", "create_lifecycle_publisher"}
 PARAMS_DOC = yaml.safe_load((ROOT / "config" / "occ_node.yaml").read_text())
 (NODE_NAME,) = PARAMS_DOC
 PARAMS = PARAMS_DOC[NODE_NAME]["ros__parameters"]
 NAME_TOKEN = r"[A-Za-z][A-Za-z0-9_]*"
+
+
+def node_modules() -> list[Path]:
+    """``scaocc_ros/node.py`` and every ``scaocc_ros`` module it imports, transitively."""
+    todo, seen = ["scaocc_ros.node"], set()
+    while todo:
+        name = todo.pop()
+        path = ROOT / (name.replace(".", "/") + ".py")
+        if name in seen or not path.is_file():
+            continue
+        seen.add(name)
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("scaocc_ros"):
+                todo.append(node.module)
+                todo += [f"{node.module}.{a.name}" for a in node.names]  # from scaocc_ros import qos
+            elif isinstance(node, ast.Import):
+                todo += [a.name for a in node.names if a.name.startswith("scaocc_ros")]
+    return sorted(ROOT / (n.replace(".", "/") + ".py") for n in seen)
 
 
 def _topic_arg(call: ast.Call) -> ast.expr | None:
@@ -54,7 +72,7 @@ def node_topics() -> tuple[list[re.Pattern[str]], set[str]]:
     """The node's topic patterns (resolved names) and the values their fields may take."""
     patterns: list[re.Pattern[str]] = []
     values = set(PARAMS["camera_names"])
-    for path in NODE_MODULES:
+    for path in node_modules():
         tree = ast.parse(path.read_text())
         for node in ast.walk(tree):
             if isinstance(node, ast.Constant) and isinstance(node.value, str) and re.fullmatch(NAME_TOKEN, node.value):
@@ -112,6 +130,7 @@ LAYOUTS = {"occ.rviz": sorted(set(rviz_topics(RVIZ))), "occ.foxglove.json": sort
 
 
 def test_the_node_topics_are_found() -> None:
+    assert ROOT / "scaocc_ros" / "outputs.py" in node_modules()
     for topic in ("/occ_node/points", "/occ_node/markers", "/occ_node/bev", "/diagnostics",
                   f"/{PARAMS['camera_names'][0]}/image", f"/{PARAMS['camera_names'][0]}/camera_info"):
         assert on_node(topic), topic
