@@ -20,7 +20,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -53,7 +53,6 @@ class InferCounts:
 
     images: int = 0
     sets: int = 0
-    stamps_ns: list[int] = field(default_factory=list)  # of the written sets, in order
 
 
 def topics(pipeline: CameraSetPipeline) -> tuple[dict[str, str], dict[str, str]]:
@@ -101,7 +100,6 @@ def infer_bag(bag: Path, out: Path, pipeline: CameraSetPipeline, overwrite: bool
                 if result is not None:
                     write_outputs(writer, result, log_time)
                     counts.sets += 1
-                    counts.stamps_ns.append(result.stamp_ns)
     return counts
 
 
