@@ -54,12 +54,30 @@ def class_targets(sem2d: Tensor, cls: int, feat_hw: tuple[int, int]) -> tuple[Te
     return target.view(b, n, h, w), valid.view(b, n, h, w)
 
 
-def attention_map(feat3d: Tensor, feat2d: Tensor, semantics: Tensor, cls: int, mask: Tensor | None) -> Tensor:
-    """Normalised causal attention ``A_s`` (b n h w, in [0, 1]); differentiable (create_graph)."""
+def class_share(semantics: Tensor, mask: Tensor | None, cls: int, feature_size: tuple[int, ...]) -> Tensor:
+    """Share of each feature voxel's output voxels that are visible and of class ``cls``.
+
+    ``semantics`` b X Y Z on the output grid; returns b X' Y' Z' on a feature grid whose
+    size divides it (1 or 0 when the two grids are the same).
+    """
     select = semantics == cls
     if mask is not None:
         select = select & mask
-    score = (feat3d.sum(dim=1) * select.to(feat3d.dtype)).sum()  # scalar S_s
+    share = select.float()
+    if tuple(share.shape[-3:]) != tuple(feature_size):
+        k = [a // b for a, b in zip(share.shape[-3:], feature_size)]
+        share = F.avg_pool3d(share[:, None], k)[:, 0]  # b X' Y' Z'
+    return share
+
+
+def attention_map(feat3d: Tensor, feat2d: Tensor, semantics: Tensor, cls: int, mask: Tensor | None) -> Tensor:
+    """Normalised causal attention ``A_s`` (b n h w, in [0, 1]); differentiable (create_graph).
+
+    ``feat3d`` may live on a grid coarser than ``semantics``: each feature voxel then counts
+    with the share of its output voxels that are of class ``cls``.
+    """
+    share = class_share(semantics, mask, cls, feat3d.shape[-3:])
+    score = (feat3d.sum(dim=1) * share.to(feat3d.dtype)).sum()  # scalar S_s
     (grad,) = torch.autograd.grad(score, feat2d, create_graph=True)  # b n C h w
     att = F.relu(grad.mean(dim=2))  # b n h w
     peak = att.flatten(1).amax(dim=1).view(-1, 1, 1, 1)  # per-sample max over cameras

@@ -34,6 +34,12 @@ class GridConfig:
         """Edge length of one voxel along x, y, z in metres."""
         return tuple((u - lo) / n for lo, u, n in zip(self.lower, self.upper, self.size))  # type: ignore[return-value]
 
+    def coarsened(self, factor: int) -> GridConfig:
+        """The same volume with ``factor`` times fewer voxels along each axis."""
+        if any(n % factor for n in self.size):
+            raise ConfigError(f"grid.size {self.size} is not divisible by {factor}")
+        return GridConfig(self.lower, self.upper, tuple(n // factor for n in self.size))  # type: ignore[arg-type]
+
     def validate(self) -> None:
         """Raise :class:`ConfigError` if the grid is empty or inverted."""
         if any(n <= 0 for n in self.size):
@@ -114,32 +120,40 @@ class OffsetConfig:
 
 @dataclass(frozen=True)
 class LiftConfig:
-    """How frustum features are pooled into voxels while training.
+    """How frustum features are pooled into voxels, in training and at inference alike.
 
     ``soft`` spreads each point over its 8 neighbouring voxels with trilinear weights, so
-    coordinates (and hence camera offsets) receive gradients. Inference always uses
-    ``hard`` nearest-voxel pooling.
+    coordinates (and hence camera offsets) receive gradients; ``hard`` adds each point to
+    the voxel containing it.
     """
 
-    train_pooling: str = "soft"
+    pooling: str = "soft"
 
     def validate(self) -> None:
         """Raise :class:`ConfigError` on an unknown pooling mode."""
-        if self.train_pooling not in ("soft", "hard"):
-            raise ConfigError(f"lift.train_pooling must be soft or hard, got {self.train_pooling!r}")
+        if self.pooling not in ("soft", "hard"):
+            raise ConfigError(f"lift.pooling must be soft or hard, got {self.pooling!r}")
 
 
 @dataclass(frozen=True)
 class VoxelNetConfig:
-    """3D part: propagation blocks, then an encoder-decoder and the occupancy head."""
+    """3D part: propagation blocks, then an encoder-decoder and the occupancy head.
+
+    ``upsample`` > 1 runs the whole 3D part on a grid ``upsample`` times coarser than the
+    output grid; a learnt transposed-convolution head (kernel = stride = ``upsample``)
+    restores the output grid, so the model always predicts (and is scored on) ``grid``.
+    """
 
     propagation: str = "normalized"
     propagation_blocks: int = 2
     channels: tuple[int, ...] = (64, 128, 256)
     channels_last: bool = False
+    upsample: int = 1
 
     def validate(self) -> None:
-        """Raise :class:`ConfigError` on an unknown block type."""
+        """Raise :class:`ConfigError` on an unknown block type or upsampling factor."""
+        if self.upsample not in (1, 2, 4):
+            raise ConfigError(f"voxel.upsample must be 1, 2 or 4, got {self.upsample}")
         if self.propagation not in ("normalized", "residual"):
             raise ConfigError(
                 f"voxel.propagation must be normalized or residual, got {self.propagation!r}"
@@ -195,7 +209,13 @@ class ModelConfig:
                 f"image {self.image.height}x{self.image.width} must be divisible by "
                 f"encoder.stride {self.encoder.stride}"
             )
+        self.grid.coarsened(self.voxel.upsample)  # grid.size must divide by voxel.upsample
         return self
+
+    @property
+    def feature_grid(self) -> GridConfig:
+        """The grid the lifted 3D features live on (``grid`` coarsened by ``voxel.upsample``)."""
+        return self.grid.coarsened(self.voxel.upsample)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain nested dict (YAML / checkpoint friendly)."""

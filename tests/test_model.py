@@ -10,7 +10,7 @@ import torch
 from scaocc_core.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from scaocc_core.config import ConfigError, OffsetConfig, load_config, model_config_from_dict
 from scaocc_core.model.causal_occ import CausalOcc
-from scaocc_core.model.voxel_net import NormalizedConv3d
+from scaocc_core.model.voxel_net import NormalizedConv3d, depthwise3x3x3, depthwise3x3x3_reference
 
 from .fixtures import camera_inputs, micro_config
 
@@ -130,3 +130,27 @@ def test_checkpoint_round_trip_and_corruption(tmp_path):
     torch.save({"hello": 1}, tmp_path / "other.pt")
     with pytest.raises(CheckpointError, match="not a scaocc checkpoint"):
         load_checkpoint(tmp_path / "other.pt")
+
+
+def test_depthwise_kernel_equals_conv3d_reference_with_gradients():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 3, 5, 4, 6, generator=g, dtype=torch.float64, requires_grad=True)
+    k = torch.rand(3, 1, 3, 3, 3, generator=g, dtype=torch.float64, requires_grad=True)
+    fast, ref = depthwise3x3x3(x, k), depthwise3x3x3_reference(x, k)
+    torch.testing.assert_close(fast, ref)
+    # first and second order (the causal loss differentiates through the gradient)
+    gf = torch.autograd.grad(fast.square().sum(), x, create_graph=True)[0]
+    gr = torch.autograd.grad(ref.square().sum(), x, create_graph=True)[0]
+    torch.testing.assert_close(gf, gr)
+    torch.testing.assert_close(torch.autograd.grad(gf.sin().sum(), (x, k)), torch.autograd.grad(gr.sin().sum(), (x, k)))
+
+
+def test_upsampling_head_predicts_the_output_grid():
+    base = micro_config()
+    cfg = dataclasses.replace(base, voxel=dataclasses.replace(base.voxel, upsample=2)).validate()
+    assert cfg.feature_grid.size == tuple(n // 2 for n in cfg.grid.size)
+    out = CausalOcc(cfg).eval()(camera_inputs(cfg))
+    assert out.logits.shape[-3:] == cfg.grid.size
+    assert out.feat3d.shape[-3:] == cfg.feature_grid.size
+    with pytest.raises(ConfigError, match="divisible"):
+        dataclasses.replace(cfg, grid=dataclasses.replace(cfg.grid, size=(17, 16, 4))).validate()

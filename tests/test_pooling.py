@@ -74,7 +74,7 @@ def _soft_objective(translation: torch.Tensor, delta: torch.Tensor) -> torch.Ten
         camera_valid=torch.ones(1, 1, dtype=torch.bool),
     )
     offsets = CameraOffsets(torch.zeros(1, 1, 3, dtype=torch.float64), translation.view(1, 1, 3), delta)
-    coords = lifter(inputs, offsets).reshape(1, -1, 3)
+    coords = lifter(inputs, offsets.apply(inputs.ego_T_cam), offsets.frustum_delta).reshape(1, -1, 3)
     g = torch.Generator().manual_seed(1)
     values = torch.rand(1, coords.shape[1], 2, generator=g, dtype=torch.float64)
     weight = torch.rand(1, 2, *grid.size, generator=g, dtype=torch.float64)

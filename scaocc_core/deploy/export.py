@@ -13,9 +13,9 @@ wrong); this one emits ScatterND with ``reduction="add"``, which :func:`check_gr
 asserts. ``torch.linalg.inv`` (3x3 intrinsics and augmentation matrices) has no ONNX
 lowering; :func:`inverse_3x3` supplies one (closed-form adjugate inverse, standard ops).
 The exporter folds BatchNorm into the convolutions and the normalised convolution's
-softmax kernels into constants; depthwise 3D convolutions are rewritten exactly as grouped
-2D ones (:mod:`scaocc_core.deploy.rewrite`); ONNX Runtime applies its graph
-optimisations on load.
+softmax kernels into constants (the model already runs its depthwise 3D convolutions as
+grouped 2D ones, :func:`scaocc_core.model.voxel_net.depthwise3x3x3`); ONNX Runtime applies
+its graph optimisations on load.
 Export metadata (config, grid, class names, shapes) goes into ``metadata_props``.
 """
 
@@ -39,7 +39,6 @@ from scaocc_core.deploy.fp16 import convert_convolutions
 from scaocc_core.deploy.graph import INPUT_NAMES, InferenceGraph, LogitsGraph
 from scaocc_core.deploy.onnx_model import ExportMetadata, OnnxModelError, ort_session, write_metadata
 from scaocc_core.deploy.parity import ParityReport, compare, rig_feeds, torch_outputs
-from scaocc_core.deploy.rewrite import depthwise3d_as_conv2d
 from scaocc_core.model.causal_occ import CausalOcc
 
 log = logging.getLogger(__name__)
@@ -117,7 +116,6 @@ def export_graph(graph: InferenceGraph, cfg: ModelConfig, path: str | Path, prec
         raise ExportError("torch.onnx.export returned no program")
     model = onnx_program.model_proto
     ops = check_graph(model)
-    log.info("rewrote %d depthwise 3D convolutions as grouped 2D ones", depthwise3d_as_conv2d(model))
     if precision == "fp16":
         log.info("fp16: converted %d convolution/linear nodes", convert_convolutions(model))
     write_metadata(model, meta)

@@ -12,7 +12,7 @@ from scaocc_core.model.depth_head import DepthContextHead, camera_parameters
 from scaocc_core.model.encoder import ImageEncoder
 from scaocc_core.model.lift import FrustumLifter
 from scaocc_core.model.offsets import CameraOffsetHead, CameraOffsets, zero_offsets
-from scaocc_core.model.splat import splat
+from scaocc_core.model.splat import FusedPool, splat
 from scaocc_core.model.voxel_net import Propagation, VoxelEncoderDecoder
 
 
@@ -20,16 +20,20 @@ from scaocc_core.model.voxel_net import Propagation, VoxelEncoderDecoder
 class ModelOutput:
     """Everything the losses, the predictor and the node need from one forward pass."""
 
-    logits: Tensor  # b K X Y Z
+    logits: Tensor  # b K X Y Z, on the output grid
     depth: Tensor  # b n G D h w, per-group depth distributions
     feat2d: Tensor  # b n C h w, image features (the causal loss differentiates w.r.t. these)
-    feat3d_splat: Tensor  # b C X Y Z, right after splatting
-    feat3d: Tensor  # b C X Y Z, after propagation
+    feat3d_splat: Tensor  # b C X' Y' Z', right after splatting (feature grid, X' = X / upsample)
+    feat3d: Tensor  # b C X' Y' Z', after propagation
     offsets: CameraOffsets
 
 
 class CausalOcc(nn.Module):
-    """LSS-family camera-only occupancy network with the paper's four contributions."""
+    """LSS-family camera-only occupancy network with the paper's four contributions.
+
+    ``fused_pool`` (default ``None``: PyTorch ``index_add``) is the hard-pooling kernel used
+    without gradients; an inference engine may set it (e.g. the Triton kernel on CUDA).
+    """
 
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
@@ -42,24 +46,23 @@ class CausalOcc(nn.Module):
             CameraOffsetHead(cfg.encoder.neck_channels, cfg.depth, cfg.encoder.stride, cfg.offsets)
             if cfg.offsets.enabled else None
         )
-        self.lifter = FrustumLifter(image_hw, cfg.encoder.stride, cfg.depth, cfg.grid)
+        self.lifter = FrustumLifter(image_hw, cfg.encoder.stride, cfg.depth, cfg.feature_grid)
         self.propagation = Propagation(C, cfg.voxel)
         self.voxel_net = VoxelEncoderDecoder(C, cfg.voxel)
-
-    def pooling_mode(self) -> str:
-        """Soft filling while training (if configured), hard nearest-voxel otherwise."""
-        return self.cfg.lift.train_pooling if self.training else "hard"
+        self.fused_pool: FusedPool | None = None
 
     def forward(self, inputs: CameraInputs) -> ModelOutput:
         """Images and cameras (:class:`CameraInputs`) -> logits and intermediate features."""
         feat2d = self.encoder(inputs.images)  # b n C h w
         offsets = self.offset_head(feat2d, inputs.ego_T_cam) if self.offset_head else zero_offsets(inputs.ego_T_cam)
+        ego_T_cam = offsets.apply(inputs.ego_T_cam)  # b n 4 4, corrected once
         camera = camera_parameters(inputs.intrinsics, inputs.post_rot, inputs.post_tran,
-                                   offsets.apply(inputs.ego_T_cam), (self.cfg.image.height, self.cfg.image.width))
+                                   ego_T_cam, (self.cfg.image.height, self.cfg.image.width))
         depth, context = self.depth_head(feat2d, camera)  # b n G D h w, b n C h w
         context = context * inputs.camera_valid[:, :, None, None, None].to(context.dtype)  # missing cams
-        coords = self.lifter(inputs, offsets)  # b n D h w 3
-        feat3d_splat = splat(depth, context, coords, self.cfg.grid.size, self.pooling_mode())
+        coords = self.lifter(inputs, ego_T_cam, offsets.frustum_delta)  # b n D h w 3, feature-grid voxels
+        feat3d_splat = splat(depth, context, coords, self.cfg.feature_grid.size, self.cfg.lift.pooling,
+                             self.fused_pool)  # b C X' Y' Z'
         feat3d = self.propagation(feat3d_splat)
-        logits = self.voxel_net(feat3d)
+        logits = self.voxel_net(feat3d)  # b K X Y Z
         return ModelOutput(logits, depth, feat2d, feat3d_splat, feat3d, offsets)

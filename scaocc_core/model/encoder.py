@@ -134,8 +134,6 @@ class ImageEncoder(nn.Module):
         self.std: Tensor
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
-        if cfg.pretrained:
-            load_resnet_state_dict(self.backbone, cfg.pretrained)
 
     def forward(self, images: Tensor) -> Tensor:
         """``images``: b n 3 H W in [0, 1] -> ``b n C h w``."""
@@ -149,6 +147,27 @@ class ImageEncoder(nn.Module):
             hi = torch.cat([hi, lo], dim=1)
         out = self.neck(hi)
         return out.unflatten(0, (b, n))  # b n C h w
+
+
+def load_encoder_weights(encoder: ImageEncoder, path: str | Path) -> list[str]:
+    """Initialise ``encoder`` from ``path`` (``encoder.pretrained``); returns the keys left missing.
+
+    A file written by ``scaocc pretrain`` (keys ``backbone.*`` and ``neck.*``) restores the
+    whole encoder and must match it exactly; any other file is read as a torchvision or
+    mmdet ResNet (:func:`load_resnet_state_dict`). Training calls this once, before the first
+    step; a checkpoint already holds the weights and never reads the file again.
+    """
+    raw = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(raw, dict):
+        raise ValueError(f"{path}: expected a state dict, got {type(raw).__name__}")
+    if any(isinstance(k, str) and k.startswith("neck.") for k in raw):
+        try:
+            encoder.load_state_dict(raw)
+        except RuntimeError as exc:
+            raise ValueError(f"{path}: pretrained encoder does not match encoder config: {exc}") from exc
+        log.info("loaded the pretrained encoder %s", path)
+        return []
+    return load_resnet_state_dict(encoder.backbone, raw)
 
 
 def load_resnet_state_dict(backbone: ResNet, source: str | Path | dict[str, Tensor]) -> list[str]:

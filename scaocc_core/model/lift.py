@@ -12,7 +12,6 @@ from torch import Tensor, nn
 from scaocc_core.batch import CameraInputs
 from scaocc_core.config import DepthConfig, GridConfig
 from scaocc_core.geometry import ego_to_voxel, frustum_to_ego, make_frustum
-from scaocc_core.model.offsets import CameraOffsets
 
 
 class FrustumLifter(nn.Module):
@@ -25,11 +24,14 @@ class FrustumLifter(nn.Module):
         feat_hw = (image_hw[0] // stride, image_hw[1] // stride)
         self.register_buffer("frustum", make_frustum(image_hw, feat_hw, depth), persistent=False)  # D h w 3
 
-    def forward(self, inputs: CameraInputs, offsets: CameraOffsets) -> Tensor:
-        """Continuous voxel coordinates of every frustum point: ``b n D h w 3``."""
+    def forward(self, inputs: CameraInputs, ego_T_cam: Tensor, frustum_delta: Tensor | None) -> Tensor:
+        """Continuous voxel coordinates of every frustum point: ``b n D h w 3``.
+
+        ``ego_T_cam`` (b n 4 4) is the offset-corrected pose; ``frustum_delta``
+        (b n D h w 3, (du, dv) pixels and dd metres) the per-point correction, if any.
+        """
         frustum = self.frustum.to(inputs.intrinsics.dtype)
-        if offsets.frustum_delta is not None:
-            frustum = frustum + offsets.frustum_delta.to(frustum.dtype)  # b n D h w 3
-        ego_T_cam = offsets.apply(inputs.ego_T_cam)
+        if frustum_delta is not None:
+            frustum = frustum + frustum_delta.to(frustum.dtype)  # b n D h w 3
         points = frustum_to_ego(frustum, inputs.intrinsics, ego_T_cam, inputs.post_rot, inputs.post_tran, inputs.bda)
         return ego_to_voxel(points, self.grid)

@@ -8,15 +8,21 @@ distribution (channel-grouped lifting; G = 1 is plain LSS). Two pooling modes:
   inference and in export. :func:`pool_hard_reference` is its naive loop reference.
 * ``soft`` (soft filling): each point is spread over the 8 neighbouring voxel centres
   with trilinear weights, so gradients reach the coordinates (and through them the
-  camera offsets and camera parameters). Used in training.
+  camera offsets and camera parameters). Training and inference use the same mode.
+
+A fused hard-pooling kernel (same values, e.g. the Triton one in
+:mod:`scaocc_core.deploy.pool_triton`) may be passed in; it is used without gradients.
 """
 
 from __future__ import annotations
 
-import os
+from collections.abc import Callable
 
 import torch
 from torch import Tensor
+
+#: ``(depth b n G D h w, context b n C h w, coords b n D h w 3, size) -> b C X Y Z``
+FusedPool = Callable[[Tensor, Tensor, Tensor, tuple[int, int, int]], Tensor]
 
 
 def grouped_features(depth: Tensor, context: Tensor) -> Tensor:
@@ -91,18 +97,15 @@ def pool_soft(values: Tensor, coords: Tensor, size: tuple[int, int, int]) -> Ten
     return total
 
 
-def splat(depth: Tensor, context: Tensor, coords: Tensor, size: tuple[int, int, int], mode: str) -> Tensor:
+def splat(depth: Tensor, context: Tensor, coords: Tensor, size: tuple[int, int, int], mode: str,
+          fused_pool: FusedPool | None = None) -> Tensor:
     """Lift and pool: depth ``b n G D h w``, context ``b n C h w``, coords ``b n D h w 3``.
 
-    Returns voxel features ``b C X Y Z``. Hard pooling on CUDA without gradients runs the
-    fused Triton kernel (:mod:`scaocc_core.deploy.pool_triton`, same values) unless
-    ``SCAOCC_FUSED_POOL=0``.
+    Returns voxel features ``b C X Y Z``. Hard pooling without gradients runs ``fused_pool``
+    when one is given.
     """
-    if mode == "hard" and depth.is_cuda and not torch.is_grad_enabled() and os.environ.get("SCAOCC_FUSED_POOL") != "0":
-        from scaocc_core.deploy.pool_triton import pool_hard_fused, triton_available
-
-        if triton_available():
-            return pool_hard_fused(depth, context, coords, size)
+    if mode == "hard" and fused_pool is not None and not torch.is_grad_enabled():
+        return fused_pool(depth, context, coords, size)
     values = grouped_features(depth, context)  # b P C
     pts = coords.reshape(coords.shape[0], -1, 3)  # b (n D h w) 3
     if mode == "hard":
