@@ -96,29 +96,45 @@ def stage_times(model: CausalOcc, inputs: CameraInputs, device: torch.device, re
     return out
 
 
-def train_step_time(cfg: ModelConfig, causal: bool, device: torch.device, reps: int) -> float:
-    loss_cfg = dataclasses.replace(cfg.loss, causal_weight=1.0 if causal else 0.0, depth_weight=0.0)
-    cfg = dataclasses.replace(cfg, loss=loss_cfg)
-    torch.manual_seed(0)
-    model = CausalOcc(cfg).to(device).train()
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    loss_fn = OccupancyLoss(cfg.loss, cfg.depth)
+def train_step_times(cfg: ModelConfig, device: torch.device, reps: int) -> tuple[float, float]:
+    """Median training-step time without and with the causal loss, measured interleaved.
+
+    Two models (same seed) alternate step by step, so a change of machine load hits both
+    columns alike; the ratio of the two medians is the causal loss' cost.
+    """
+    steps = {}
+    for causal in (False, True):
+        loss_cfg = dataclasses.replace(cfg.loss, causal_weight=1.0 if causal else 0.0, depth_weight=0.0)
+        c = dataclasses.replace(cfg, loss=loss_cfg)
+        torch.manual_seed(0)
+        model = CausalOcc(c).to(device).train()
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+        steps[causal] = (model, opt, OccupancyLoss(c.loss, c.depth))
     inputs, targets = fake_inputs(cfg, device)
     gen = torch.Generator().manual_seed(0)
 
-    def step() -> None:
-        out = model(inputs)
-        total, _ = loss_fn(out, targets, gen)
+    def step(causal: bool) -> None:
+        model, opt, loss_fn = steps[causal]
+        total, _ = loss_fn(model(inputs), targets, gen)
         opt.zero_grad(set_to_none=True)
         total.backward()
         opt.step()
 
-    return timed(step, device, reps)
+    times: dict[bool, list[float]] = {False: [], True: []}
+    for rep in range(reps + 1):
+        for causal in (False, True):
+            sync(device)
+            t = time.perf_counter()
+            step(causal)
+            sync(device)
+            if rep:  # the first round warms up
+                times[causal].append(time.perf_counter() - t)
+    return statistics.median(times[False]), statistics.median(times[True])
 
 
 def channels_last_ratio(model: CausalOcc, cfg: ModelConfig, device: torch.device, reps: int) -> float:
     """Forward time of the 3D network with ``channels_last_3d`` divided by without it."""
-    feat = torch.randn(1, cfg.depth.context_channels, *cfg.grid.size, device=device)
+    feat = torch.randn(1, cfg.depth.context_channels, *cfg.feature_grid.size, device=device)
     times = {}
     with torch.no_grad():
         for flag in (True, False):
@@ -155,8 +171,7 @@ def main() -> None:
         inputs, _ = fake_inputs(cfg, device)
         stages = stage_times(model, inputs, device, reps)
         cl_ratio = channels_last_ratio(model, cfg, device, reps)
-        plain = train_step_time(cfg, False, device, reps)
-        causal = train_step_time(cfg, True, device, reps)
+        plain, causal = train_step_times(cfg, device, reps)
         rows.append((name, stages, plain, causal, cl_ratio))
     print(f"\n{'config':<16}" + "".join(f"{s:>13}" for s in (*STAGES, "splat")) + f"{'fwd total':>11}"
           f"{'train step':>12}{'+causal':>10}{'ratio':>7}{'CL3d/NC':>9}")
@@ -164,6 +179,7 @@ def main() -> None:
         cells = "".join(f"{stages.get(s, 0.0):>11.1f}ms" for s in (*STAGES, "splat"))
         print(f"{name:<16}{cells}{sum(stages.values()):>9.1f}ms{1e3 * plain:>10.0f}ms{1e3 * causal:>8.0f}ms"
               f"{causal / plain:>6.2f}x{cl_ratio:>8.2f}x")
+    print("ratio: training step with the causal loss over without, medians of steps measured interleaved")
     print("CL3d/NC: 3D network forward with channels_last_3d over without (< 1: channels_last helps)")
     fast, ref = pooling_ratio(device)
     print(f"\nhard pooling, 2000 points x 16 ch: index_add {1e3 * fast:.3f} ms, naive loop {1e3 * ref:.1f} ms "

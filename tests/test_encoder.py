@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from scaocc_core.config import EncoderConfig
-from scaocc_core.model.encoder import ImageEncoder, ResNet, load_resnet_state_dict
+from scaocc_core.model.encoder import ImageEncoder, ResNet, load_encoder_weights, load_resnet_state_dict
 
 
 @pytest.mark.parametrize("depth,channels", [(18, [64, 128, 256, 512]), (34, [64, 128, 256, 512]),
@@ -46,5 +46,13 @@ def test_encoder_output_stride_and_pretrained_config(tmp_path):
     torch.save(ResNet(18, 16).state_dict(), tmp_path / "w.pth")
     cfg = EncoderConfig(depth=18, width=16, stride=16, neck_channels=8, pretrained=str(tmp_path / "w.pth"))
     enc = ImageEncoder(cfg)
+    assert load_encoder_weights(enc, cfg.pretrained) == []
     out = enc(torch.rand(1, 2, 3, 64, 96))
     assert out.shape == (1, 2, 8, 4, 6)
+    torch.save(enc.state_dict(), tmp_path / "enc.pt")  # what `scaocc pretrain` writes
+    other = ImageEncoder(cfg)
+    load_encoder_weights(other, tmp_path / "enc.pt")
+    assert torch.equal(other.neck[0].weight, enc.neck[0].weight)
+    with pytest.raises(ValueError, match="does not match"):
+        load_encoder_weights(ImageEncoder(EncoderConfig(depth=18, width=16, stride=16, neck_channels=16)),
+                             tmp_path / "enc.pt")

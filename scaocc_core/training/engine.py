@@ -30,6 +30,7 @@ from scaocc_core.data.dataset import OccDataset, class_frequencies
 from scaocc_core.data.manifest import ManifestError
 from scaocc_core.losses import OccupancyLoss, class_weights
 from scaocc_core.model.causal_occ import CausalOcc
+from scaocc_core.model.encoder import load_encoder_weights
 from scaocc_core.training.config import TrainConfig, lr_factor
 from scaocc_core.training.distributed import DistInfo, barrier
 from scaocc_core.training.evaluate import evaluate_model
@@ -95,19 +96,61 @@ def causal_generator(seed: int, rank: int, step: int) -> torch.Generator:
     return torch.Generator().manual_seed((seed * 1_000_003 + rank * 7919 + step) % (2**63))
 
 
-def _load_resume(path: Path, cfg: ModelConfig, model: CausalOcc, optimizer: torch.optim.Optimizer,
-                 scaler: torch.amp.GradScaler) -> tuple[int, float]:
+@dataclass
+class RunState:
+    """Everything besides the weights that a run needs to continue exactly where it stopped.
+
+    Saved as one dict under ``train_state`` in ``last.pt`` and read back with the same keys
+    (as nanoGPT does with its checkpoint dict).
+    """
+
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    step: int = 0
+    seconds: float = 0.0
+
+    def state_dict(self) -> dict[str, Any]:
+        """Plain dict for the checkpoint."""
+        return {"step": self.step, "seconds": self.seconds, "optimizer": self.optimizer.state_dict(),
+                "scaler": self.scaler.state_dict(), "scheduler": self.scheduler.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore from :meth:`state_dict`'s output."""
+        self.step, self.seconds = int(state["step"]), float(state["seconds"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        if state["scaler"]:
+            self.scaler.load_state_dict(state["scaler"])
+
+
+def _resume(path: Path, cfg: ModelConfig, model: CausalOcc, state: RunState) -> None:
     payload = read_checkpoint(path)
     if model_config_from_dict(payload["config"]) != cfg:
         raise CheckpointError(f"{path} was trained with another model config; use a new --out or the same --config")
-    state = payload.get("train_state")
-    if not isinstance(state, dict) or "step" not in state:
-        raise CheckpointError(f"{path} has no train_state; it cannot be resumed")
+    train_state = payload.get("train_state")
+    if not isinstance(train_state, dict) or set(train_state) != set(state.state_dict()):
+        raise CheckpointError(f"{path} has no complete train_state; it cannot be resumed")
     model.load_state_dict(payload["model"])
-    optimizer.load_state_dict(state["optimizer"])
-    if state.get("scaler"):
-        scaler.load_state_dict(state["scaler"])
-    return int(state["step"]), float(state.get("train_seconds", 0.0))
+    state.load_state_dict(train_state)
+
+
+def _datasets(model_cfg: ModelConfig, cfg: TrainConfig, data: str) -> tuple[OccDataset, OccDataset | None]:
+    train_ds = cache_synthetic_frames(
+        OccDataset(data, "train", model_cfg, augment=AugmentConfig() if cfg.augment else None, seed=cfg.seed))
+    try:
+        return train_ds, cache_synthetic_frames(OccDataset(data, "val", model_cfg))
+    except ManifestError:
+        log.warning("%s has no val split; training without validation", data)
+        return train_ds, None
+
+
+def _build_model(model_cfg: ModelConfig, cfg: TrainConfig, device: torch.device) -> CausalOcc:
+    torch.manual_seed(cfg.seed)  # identical initial weights in every process
+    model = CausalOcc(model_cfg)
+    if model_cfg.encoder.pretrained:
+        load_encoder_weights(model.encoder, model_cfg.encoder.pretrained)
+    return model.to(device).train()
 
 
 def train(model_cfg: ModelConfig, cfg: TrainConfig, data: str, run_dir: Path, info: DistInfo,
@@ -120,78 +163,64 @@ def train(model_cfg: ModelConfig, cfg: TrainConfig, data: str, run_dir: Path, in
         raise FileExistsError(f"{run_dir} already holds a run ({last}); pass --resume or choose another --out")
     if info.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
-    train_ds = cache_synthetic_frames(
-        OccDataset(data, "train", model_cfg, augment=AugmentConfig() if cfg.augment else None, seed=cfg.seed))
-    try:
-        val_ds: OccDataset | None = cache_synthetic_frames(OccDataset(data, "val", model_cfg))
-    except ManifestError:
-        log.warning("%s has no val split; training without validation", data)
-        val_ds = None
+    train_ds, val_ds = _datasets(model_cfg, cfg, data)
     if len(train_ds) < cfg.batch_size * info.world_size:
         raise ValueError(f"training split of {data} has {len(train_ds)} frames, fewer than batch_size "
                          f"{cfg.batch_size} x {info.world_size} processes")
     weights = class_weights(class_frequencies(train_ds, cfg.class_frequency_frames))
-    torch.manual_seed(cfg.seed)  # identical initial weights in every process
-    model = CausalOcc(model_cfg).to(device).train()
+    model = _build_model(model_cfg, cfg, device)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     dtype = amp_dtype(cfg, device)
-    scaler = torch.amp.GradScaler("cuda", enabled=dtype == torch.float16)
-    step, train_seconds = 0, 0.0
+    state = RunState(optimizer, torch.amp.GradScaler("cuda", enabled=dtype == torch.float16),
+                     torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, cfg)))
     if resume and last.exists():
-        step, train_seconds = _load_resume(last, model_cfg, model, optimizer, scaler)
-        log.info("resuming %s at step %d", run_dir, step)
+        _resume(last, model_cfg, model, state)
+        log.info("resuming %s at step %d", run_dir, state.step)
     runner: nn.Module = TrainStep(model, OccupancyLoss(model_cfg.loss, model_cfg.depth, weights), dtype)
     if info.distributed:
         # Unused-parameter detection: e.g. a stride-8 encoder never runs ResNet layer4.
         runner = DistributedDataParallel(runner, device_ids=[device.index] if device.type == "cuda" else None,
                                          find_unused_parameters=True)
-    records = MetricsLog(run_dir, resume_step=step) if info.is_main else None
+    records = MetricsLog(run_dir, resume_step=state.step) if info.is_main else None
     steps_per_epoch = len(epoch_batches(train_ds, cfg, info, 0))
     val_history: list[tuple[int, float]] = []
     step_times: list[float] = []
-    bar = tqdm(total=cfg.steps, initial=step, desc=f"train {model_cfg.name}", disable=not (progress and info.is_main))
-    while step < cfg.steps:
-        epoch, offset = divmod(step, steps_per_epoch)
+    bar = tqdm(total=cfg.steps, initial=state.step, desc=f"train {model_cfg.name}",
+               disable=not (progress and info.is_main))
+    while state.step < cfg.steps:
+        epoch, offset = divmod(state.step, steps_per_epoch)
         train_ds.set_epoch(epoch)
         loader = DataLoader(train_ds, batch_sampler=epoch_batches(train_ds, cfg, info, epoch)[offset:],
                             collate_fn=collate, num_workers=cfg.num_workers,
                             multiprocessing_context="spawn" if cfg.num_workers > 0 else None)
         for batch in loader:
             t0 = time.perf_counter()
-            lr = cfg.lr * lr_factor(step, cfg)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            total, parts = runner(batch.to(device), causal_generator(cfg.seed, info.rank, step))
-            if not math.isfinite(parts["total"]) and dtype != torch.float16:
-                raise FloatingPointError(f"loss became non-finite at step {step}: {parts}")
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(total).backward()
-            scaler.unscale_(optimizer)
-            grad_norm = float(torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip or math.inf))
-            scaler.step(optimizer)
-            scaler.update()
-            step += 1
+            lr = optimizer.param_groups[0]["lr"]
+            parts, grad_norm = _optimise(runner, params, state, batch.to(device),
+                                         causal_generator(cfg.seed, info.rank, state.step), cfg.grad_clip)
             dt = time.perf_counter() - t0
             step_times.append(dt)
-            train_seconds += dt
+            state.seconds += dt
             bar.update(1)
             bar.set_postfix(loss=f"{parts['total']:.3f}", s_per_step=f"{dt:.2f}")
             row: dict[str, Any] = {}
-            if step % cfg.log_every == 0 or step == cfg.steps:
-                row = {"step": step, "epoch": epoch, "lr": lr, "elapsed_s": round(train_seconds, 2),
+            if state.step % cfg.log_every == 0 or state.step == cfg.steps:
+                row = {"step": state.step, "epoch": epoch, "lr": lr, "elapsed_s": round(state.seconds, 2),
                        "step_time_s": round(dt, 4), "grad_norm": grad_norm, **parts}
-            if val_ds is not None and len(val_ds) and (step % cfg.val_every == 0 or step == cfg.steps):
-                metric = evaluate_model(model, val_ds, device, cfg.val_frames, info, progress, desc="val")
-                s = metric.summary()
-                val_history.append((step, s["miou"]))
-                row = {**row, "step": step, "val_miou": s["miou"], "val_miou_d": s["miou_d"], "val_iou": s["iou"]}
-                log.info("step %d: val mIoU %.2f%%", step, 100 * s["miou"])
+            if val_ds is not None and len(val_ds) and (state.step % cfg.val_every == 0 or state.step == cfg.steps):
+                s = evaluate_model(model, val_ds, device, cfg.val_frames, info, progress, desc="val").summary()
+                val_history.append((state.step, s["miou"]))
+                row = {**row, "step": state.step, "val_miou": s["miou"], "val_miou_d": s["miou_d"], "val_iou": s["iou"]}
+                log.info("step %d: val mIoU %.2f%% (native grid %s)", state.step, 100 * s["miou"],
+                         "x".join(map(str, model_cfg.grid.size)))
             if records is not None and row:
                 records.log(row)
-            if step % cfg.checkpoint_every == 0 or step == cfg.steps:
-                _save(run_dir, model, model_cfg, cfg, optimizer, scaler, step, train_seconds, data, info)
-            if step >= cfg.steps:
+            if info.is_main and (state.step % cfg.checkpoint_every == 0 or state.step == cfg.steps):
+                save_checkpoint(last, model, model_cfg, meta={"step": state.step, "data": data,
+                                                              "train_config": cfg.to_dict()},
+                                train_state=state.state_dict())
+            if state.step >= cfg.steps:
                 break
     bar.close()
     final = run_dir / FINAL
@@ -199,19 +228,26 @@ def train(model_cfg: ModelConfig, cfg: TrainConfig, data: str, run_dir: Path, in
         if records is not None:
             records.close()
             plot_curves(records.path, run_dir / "curves.png")
-        meta = {"step": step, "train_seconds": train_seconds, "data": data, "train_config": cfg.to_dict(),
+        meta = {"step": state.step, "train_seconds": state.seconds, "data": data, "train_config": cfg.to_dict(),
                 "val_miou": val_history[-1][1] if val_history else None}
         save_checkpoint(final, model, model_cfg, meta=meta)
     barrier(info)
     mean_dt = sum(step_times[1:]) / max(len(step_times) - 1, 1) if step_times else 0.0
-    return TrainResult(run_dir, step, final, mean_dt, train_seconds, model, val_history)
+    return TrainResult(run_dir, state.step, final, mean_dt, state.seconds, model, val_history)
 
 
-def _save(run_dir: Path, model: CausalOcc, model_cfg: ModelConfig, cfg: TrainConfig, optimizer: torch.optim.Optimizer,
-          scaler: torch.amp.GradScaler, step: int, train_seconds: float, data: str, info: DistInfo) -> None:
-    if not info.is_main:
-        return
-    train_state = {"step": step, "train_seconds": train_seconds, "optimizer": optimizer.state_dict(),
-                   "scheduler": {"step": step, "lr_factor": lr_factor(step, cfg)}, "scaler": scaler.state_dict(),
-                   "train_config": cfg.to_dict()}
-    save_checkpoint(run_dir / LAST, model, model_cfg, meta={"step": step, "data": data}, train_state=train_state)
+def _optimise(runner: nn.Module, params: list[nn.Parameter], state: RunState, batch: Batch, generator: torch.Generator,
+              grad_clip: float) -> tuple[dict[str, float], float]:
+    """One optimiser step on ``batch``; advances ``state``. Returns the loss parts and the gradient norm."""
+    total, parts = runner(batch, generator)
+    if not math.isfinite(parts["total"]) and not state.scaler.is_enabled():
+        raise FloatingPointError(f"loss became non-finite at step {state.step}: {parts}")
+    state.optimizer.zero_grad(set_to_none=True)
+    state.scaler.scale(total).backward()
+    state.scaler.unscale_(state.optimizer)
+    grad_norm = float(torch.nn.utils.clip_grad_norm_(params, grad_clip or math.inf))
+    state.scaler.step(state.optimizer)
+    state.scaler.update()
+    state.scheduler.step()
+    state.step += 1
+    return parts, grad_norm

@@ -22,10 +22,12 @@ from tqdm import tqdm
 
 from scaocc_core.batch import Batch
 from scaocc_core.checkpoint import load_checkpoint
+from scaocc_core.config import GridConfig
 from scaocc_core.data.dataset import OccDataset
 from scaocc_core.data.noise import CameraNoise
 from scaocc_core.metrics import OccMetric
 from scaocc_core.model.causal_occ import CausalOcc
+from scaocc_core.rayiou import RayIoU
 from scaocc_core.training.distributed import DistInfo, all_reduce_sum
 from scaocc_core.training.synthdata import cache_synthetic_frames
 
@@ -43,13 +45,23 @@ def frame_indices(n: int, max_frames: int) -> list[int]:
     return sorted({int(i * step) for i in range(max_frames)})
 
 
+def grid_note(grid: GridConfig) -> dict[str, Any]:
+    """What a score was measured on: the grid, and whether it is Occ3D's native one (comparable)."""
+    native = grid == GridConfig()
+    return {"grid": "x".join(map(str, grid.size)), "voxel_m": grid.voxel_size[0], "native_occ3d": native,
+            "scored_on": "native Occ3D grid (200x200x16, 0.4 m)" if native else
+            "COARSE/other grid: not comparable with Occ3D numbers"}
+
+
 @torch.no_grad()
 def evaluate_model(model: CausalOcc, dataset: OccDataset, device: torch.device, max_frames: int = 0,
-                   info: DistInfo | None = None, progress: bool = True, desc: str = "eval") -> OccMetric:
+                   info: DistInfo | None = None, progress: bool = True, desc: str = "eval",
+                   rays: RayIoU | None = None) -> OccMetric:
     """Accumulate the Occ3D confusion matrix of ``model`` over (up to ``max_frames``) frames.
 
     Under DDP each process evaluates every ``world_size``-th frame and the confusion
-    matrices are summed, so every process returns the metric of the whole set.
+    matrices are summed, so every process returns the metric of the whole set. ``rays``,
+    if given, also accumulates RayIoU (on the full ground truth, as SparseOcc scores it).
     """
     info = info or DistInfo(device=device)
     was_training = model.training
@@ -62,11 +74,18 @@ def evaluate_model(model: CausalOcc, dataset: OccDataset, device: torch.device, 
             raise ValueError(f"frame {batch.tokens[0]} has no occupancy labels; cannot evaluate")
         pred = model(batch.inputs).logits.argmax(dim=1)  # b X Y Z
         metric.update(pred, batch.targets.semantics, batch.targets.mask_camera)
+        if rays is not None:
+            for p, g in zip(pred.cpu().numpy(), batch.targets.semantics.cpu().numpy()):
+                rays.update(p, g)
     if info.distributed:
         counts = torch.as_tensor(metric.confusion, device=device)
         frames = torch.tensor([metric.frames], device=device)
         metric.confusion = all_reduce_sum(counts, info).cpu().numpy()
         metric.frames = int(all_reduce_sum(frames, info).item())
+        if rays is not None:
+            for name in ("gt", "pred", "tp"):
+                total = all_reduce_sum(torch.as_tensor(getattr(rays, name), device=device), info)
+                setattr(rays, name, total.cpu().numpy())
     model.train(was_training)
     return metric
 
@@ -78,11 +97,12 @@ def evaluate_checkpoint(checkpoint: str | Path, data: str, split: str = "val", c
     dataset = cache_synthetic_frames(OccDataset(data, split, cfg, camera_noise=camera_noise, noise_seed=NOISE_SEED))
     if len(dataset) == 0:
         raise ValueError(f"split {split!r} of {data} has no frames")
+    rays = RayIoU(cfg.grid)
     metric = evaluate_model(model, dataset, torch.device(device), max_frames, progress=progress,
-                            desc=f"eval {camera_noise or 'clean'}")
-    summary = metric.summary()
+                            desc=f"eval {camera_noise or 'clean'}", rays=rays)
+    summary = metric.summary() | rays.summary() | grid_note(cfg.grid)
     summary.update(camera_noise=None if camera_noise is None else str(camera_noise), split=split,
-                   checkpoint=str(checkpoint), model=cfg.name, table=metric.table())
+                   checkpoint=str(checkpoint), model=cfg.name, data=str(data), table=metric.table())
     return summary
 
 
@@ -105,5 +125,6 @@ def run(args: argparse.Namespace) -> int:
     print(summary.pop("table"))
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(summary, indent=2))
-    print(f"mIoU {100 * summary['miou']:.2f} on {summary['frames']} frames -> {args.json}")
+    print(f"mIoU {100 * summary['miou']:.2f}, RayIoU {100 * summary['rayiou']:.2f} on {summary['frames']} frames "
+          f"of {args.data} ({args.split}), scored on the {summary['scored_on']} -> {args.json}")
     return 0

@@ -21,7 +21,9 @@ import shlex
 import sys
 from pathlib import Path
 
-from scaocc_core.config import load_config
+import yaml
+
+from scaocc_core.config import ConfigError, load_config
 from scaocc_core.training.config import TrainConfig, load_train_config
 from scaocc_core.training.distributed import cleanup, setup
 from scaocc_core.training.engine import train
@@ -39,6 +41,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="training YAML (config/train/*.yaml); default: config/train/cpu.yaml")
     parser.add_argument("--steps", type=int, default=None, help="override the number of optimiser steps")
     parser.add_argument("--seed", type=int, default=None, help="override the run seed")
+    parser.add_argument("--pretrained", type=Path, default=None,
+                        help="initialise the image encoder from this file (scaocc pretrain's encoder.pt, or a "
+                             "torchvision/mmdet ResNet); overrides encoder.pretrained of --config")
     parser.add_argument("--resume", action="store_true", help="continue from RUN_DIR/last.pt if it exists")
     parser.add_argument("--device", default=None, choices=("cpu", "cuda"), help="default: cuda if available")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -59,12 +64,17 @@ def resolve_train_config(path: Path | None, steps: int | None = None, seed: int 
 def run(args: argparse.Namespace) -> int:
     """Run ``scaocc train``."""
     model_cfg = load_config(args.config)
+    if args.pretrained is not None:
+        if not args.pretrained.is_file():
+            raise ConfigError(f"--pretrained {args.pretrained}: no such file")
+        model_cfg = dataclasses.replace(
+            model_cfg, encoder=dataclasses.replace(model_cfg.encoder, pretrained=str(args.pretrained)))
     cfg = resolve_train_config(args.train_config, args.steps, args.seed)
     info = setup(args.device)
     try:
         if info.is_main:
             args.out.mkdir(parents=True, exist_ok=True)
-            (args.out / "model.yaml").write_text(args.config.read_text())
+            (args.out / "model.yaml").write_text(yaml.safe_dump(model_cfg.to_dict(), sort_keys=False))
             (args.out / "command.txt").write_text(" ".join(shlex.quote(a) for a in sys.argv) + "\n")
         result = train(model_cfg, cfg, args.data, args.out, info, resume=args.resume, progress=not args.no_progress)
     finally:
