@@ -10,14 +10,17 @@ Rungs (each adds one component to the previous one)::
     5 + norm. conv      normalised 3D convolution = scaocc_*.yaml, the full method
 
 Every rung is trained with ``--seeds`` seeds on the default-preset world (its held-out
-scenes are the first evaluation set) and evaluated clean and under the standard camera
-noise (so3, 1 degree, 5 cm) on those scenes and on a second world (another seed, ``hard``
-preset). Finished runs (``result.json``) are skipped, interrupted ones resume from their
-last checkpoint. Results: ``OUT/ablation.json`` and ``OUT/ablation.md``.
+scenes are the first evaluation set) and evaluated on the native Occ3D grid, clean and under
+so3 camera noise of 1 deg / 5 cm and 3 deg / 15 cm, on those scenes and on a second world
+(another seed, ``hard`` preset): mIoU, mIoU_D, geometric IoU, RayIoU, and the causal
+consistency. Finished runs (``result.json``) are skipped, interrupted ones resume from their
+last checkpoint. Results: ``OUT/ablation.json`` (every rung and seed, the step budget) and
+``OUT/ablation.md``, the table generated from it (``--report FILE`` prints it again).
 
 Example::
 
     scaocc ablation --preset cpu --seeds 2 --out runs/ablation
+    scaocc ablation --report experiments/ablation.json
 """
 
 from __future__ import annotations
@@ -38,11 +41,13 @@ import yaml
 from scaocc_core.checkpoint import load_checkpoint
 from scaocc_core.config import ModelConfig, load_config
 from scaocc_core.data.dataset import OccDataset
+from scaocc_core.data.noise import CameraNoise
+from scaocc_core.rayiou import RayIoU
 from scaocc_core.training.config import TrainConfig
 from scaocc_core.training.consistency import consistency_score
 from scaocc_core.training.distributed import DistInfo, pick_device
 from scaocc_core.training.engine import train
-from scaocc_core.training.evaluate import NOISE_SEED, evaluate_model
+from scaocc_core.training.evaluate import NOISE_SEED, evaluate_model, grid_note
 from scaocc_core.training.robustness import STANDARD, relative_drop
 from scaocc_core.training.synthdata import SynthSet, cache_synthetic_frames, ensure_synthetic
 
@@ -102,19 +107,26 @@ def ladder(baseline: ModelConfig, full: ModelConfig) -> list[tuple[str, ModelCon
     return [(v.name, v.validate()) for v in (v0, v1, v2, v3, v4, v5)]
 
 
+#: Noise levels every rung is scored under (label -> noise); ``None`` is the clean input.
+NOISES: dict[str, CameraNoise | None] = {"clean": None, "so3_1deg_5cm": STANDARD,
+                                         "so3_3deg_15cm": CameraNoise("so3", 3.0, 0.15)}
+
+
 def evaluate_run(ckpt: Path, sets: dict[str, str], preset: AblationPreset, device: torch.device) -> dict[str, Any]:
-    """Clean and standard-noise mIoU on each evaluation set, plus consistency on the first."""
+    """Native scores of every noise level on each evaluation set, plus consistency on the first."""
     model, cfg = load_checkpoint(ckpt, device)
-    out: dict[str, Any] = {}
+    out: dict[str, Any] = {"grid": grid_note(cfg.grid)}
     for name, (source, split) in {k: (v, "val" if k == "val" else "all") for k, v in sets.items()}.items():
-        clean_ds = cache_synthetic_frames(OccDataset(source, split, cfg))
-        clean = evaluate_model(model, clean_ds, device, preset.eval_frames,
-                               desc=f"{name} clean").summary()
-        noisy_ds = cache_synthetic_frames(OccDataset(source, split, cfg, camera_noise=STANDARD, noise_seed=NOISE_SEED))
-        noisy = evaluate_model(model, noisy_ds, device, preset.eval_frames, desc=f"{name} noisy").summary()
-        out[name] = {"clean": clean["miou"], "noisy": noisy["miou"],
-                     "drop": relative_drop(clean["miou"], noisy["miou"]), "clean_iou": clean["iou"],
-                     "per_class": clean["per_class"]}
+        out[name] = {}
+        for label, noise in NOISES.items():
+            ds = cache_synthetic_frames(OccDataset(source, split, cfg, camera_noise=noise, noise_seed=NOISE_SEED))
+            rays = RayIoU(cfg.grid)
+            s = evaluate_model(model, ds, device, preset.eval_frames, desc=f"{name} {label}", rays=rays).summary()
+            out[name][label] = {"miou": s["miou"], "miou_d": s["miou_d"], "iou": s["iou"],
+                                "rayiou": rays.summary()["rayiou"], "per_class": s["per_class"]}
+        clean = out[name]["clean"]["miou"]
+        for label in NOISES:
+            out[name][label]["drop"] = relative_drop(clean, out[name][label]["miou"])
     val_source = sets["val"]
     out["consistency"] = consistency_score(model, cache_synthetic_frames(OccDataset(val_source, "val", cfg)), device,
                                            preset.consistency_frames)["mean"]
@@ -134,7 +146,7 @@ def run_one(name: str, cfg: ModelConfig, seed: int, run_dir: Path, sets: dict[st
     res = train(cfg, replace(preset.train, seed=seed), sets["val"], run_dir, DistInfo(device=device), resume=True)
     metrics = evaluate_run(res.final_checkpoint, sets, preset, device)
     result = {"variant": name, "seed": seed, "steps": res.steps, "step_time_s": res.train_seconds / max(res.steps, 1),
-              "wall_s": time.time() - t0, **metrics}
+              "wall_s": time.time() - t0, "val_history": res.val_history, **metrics}
     result_path.write_text(json.dumps(result, indent=2))
     return result
 
@@ -144,47 +156,56 @@ def _mean_std(values: list[float]) -> tuple[float, float]:
     return float(a.mean()), float(a.std(ddof=1)) if a.size > 1 else 0.0
 
 
+#: Columns of the table: (label, evaluation set, noise level, metric).
+COLUMNS = [("val mIoU", "val", "clean", "miou"), ("val mIoU 1°/5cm", "val", "so3_1deg_5cm", "miou"),
+           ("val mIoU 3°/15cm", "val", "so3_3deg_15cm", "miou"), ("val drop 3°/15cm", "val", "so3_3deg_15cm", "drop"),
+           ("val mIoU_D", "val", "clean", "miou_d"), ("val IoU", "val", "clean", "iou"),
+           ("val RayIoU", "val", "clean", "rayiou"), ("hard mIoU", "hard", "clean", "miou"),
+           ("hard drop 3°/15cm", "hard", "so3_3deg_15cm", "drop")]
+
+
 def aggregate(results: list[dict[str, Any]], names: list[str]) -> list[dict[str, Any]]:
     """Mean and std over seeds of every reported number, per variant (in ladder order)."""
-    keys = {"val_clean": ("val", "clean"), "val_noisy": ("val", "noisy"), "val_drop": ("val", "drop"),
-            "hard_clean": ("hard", "clean"), "hard_noisy": ("hard", "noisy"), "hard_drop": ("hard", "drop")}
     rows = []
     for name in names:
         runs = [r for r in results if r["variant"] == name]
         if not runs:
             continue
-        row: dict[str, Any] = {"variant": name, "seeds": [r["seed"] for r in runs]}
-        for key, (group, field) in keys.items():
-            row[key] = _mean_std([r[group][field] for r in runs])
+        row: dict[str, Any] = {"variant": name, "seeds": [r["seed"] for r in runs], "steps": runs[0]["steps"]}
+        for label, group, noise, metric in COLUMNS:
+            row[label] = _mean_std([r[group][noise][metric] for r in runs])
         row["step_time_s"] = _mean_std([r["step_time_s"] for r in runs])
         row["consistency"] = _mean_std([r["consistency"] for r in runs])
         rows.append(row)
     return rows
 
 
-def to_markdown(rows: list[dict[str, Any]], preset_name: str) -> str:
-    """The ablation table (percent, mean ± std over seeds)."""
-    def pct(v: tuple[float, float]) -> str:
+def to_markdown(report: dict[str, Any]) -> str:
+    """The ablation table of an ``ablation.json`` report (percent, mean ± std over seeds)."""
+    def pct(v: list[float] | tuple[float, float]) -> str:
         return f"{100 * v[0]:.1f} ± {100 * v[1]:.1f}"
 
-    head = ("| variant | seeds | val mIoU | val mIoU (noise) | val drop | hard mIoU | hard mIoU (noise) | hard drop "
-            "| s/step | consistency |")
-    lines = [head, "|" + "---|" * 10]
-    for r in rows:
-        lines.append(f"| {r['variant']} | {len(r['seeds'])} | {pct(r['val_clean'])} | {pct(r['val_noisy'])} | "
-                     f"{pct(r['val_drop'])} | {pct(r['hard_clean'])} | {pct(r['hard_noisy'])} | "
-                     f"{pct(r['hard_drop'])} | "
-                     f"{r['step_time_s'][0]:.2f} | {pct(r['consistency'])} |")
+    labels = [c[0] for c in COLUMNS]
+    lines = ["| variant | seeds | steps | " + " | ".join(labels) + " | s/step | consistency |",
+             "|" + "---|" * (len(labels) + 5)]
+    for r in report["rows"]:
+        cells = " | ".join(pct(r[label]) for label in labels)
+        lines.append(f"| {r['variant']} | {len(r['seeds'])} | {r['steps']} | {cells} | {r['step_time_s'][0]:.2f} | "
+                     f"{pct(r['consistency'])} |")
     lines.append("")
-    lines.append(f"Preset `{preset_name}`; noise = {STANDARD} (so3, sigma 1 deg / 0.05 m); drop = relative mIoU drop.")
+    lines.append(f"Preset `{report['preset']}`; scored on the {report['scored_on']}; val = held-out scenes of the "
+                 "training world, hard = a second world (seed 100, hard preset); noise = so3 camera noise; "
+                 "drop = relative mIoU drop.")
     return "\n".join(lines)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``scaocc ablation``."""
+    parser.add_argument("--report", type=Path, default=None, metavar="ABLATION_JSON",
+                        help="only print the table of an existing ablation.json (nothing is trained)")
     parser.add_argument("--preset", choices=sorted(PRESETS), default="cpu", help="benchmark size (default: cpu)")
     parser.add_argument("--seeds", type=int, default=2, help="training seeds per variant (default: 2)")
-    parser.add_argument("--out", type=Path, required=True, help="output directory (data, runs, ablation.md/json)")
+    parser.add_argument("--out", type=Path, default=None, help="output directory (data, runs, ablation.md/json)")
     parser.add_argument("--device", default=None, choices=("cpu", "cuda"), help="default: cuda if available")
     parser.add_argument("--steps", type=int, default=None, help="override the preset's training steps")
     parser.add_argument("--variants", default=None, metavar="I,J,...",
@@ -193,6 +214,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run ``scaocc ablation``."""
+    if args.report is not None:
+        print(to_markdown(json.loads(args.report.read_text())))
+        return 0
+    if args.out is None:
+        raise ValueError("--out is required to run the ablation")
     preset = PRESETS[args.preset]
     if args.steps is not None:
         preset = replace(preset, train=replace(preset.train, steps=args.steps))
@@ -218,9 +244,9 @@ def run(args: argparse.Namespace) -> int:
     for seed in range(args.seeds):
         for name, cfg in order:
             results.append(run_one(name, cfg, seed, out / "runs" / f"{name}_seed{seed}", sets, preset, device))
-            rows = aggregate(results, [n for n, _ in variants])
-            (out / "ablation.json").write_text(json.dumps({"preset": args.preset, "rows": rows, "runs": results},
-                                                          indent=2))
-            (out / "ablation.md").write_text(to_markdown(rows, args.preset) + "\n")
+            report = {"preset": args.preset, "steps": preset.train.steps, "scored_on": results[0]["grid"]["scored_on"],
+                      "rows": aggregate(results, [n for n, _ in variants]), "runs": results}
+            (out / "ablation.json").write_text(json.dumps(report, indent=2))
+            (out / "ablation.md").write_text(to_markdown(report) + "\n")
     print((out / "ablation.md").read_text())
     return 0

@@ -1,0 +1,26 @@
+"""The ablation's aggregation and the table generated from ablation.json."""
+
+from __future__ import annotations
+
+import pytest
+
+from scaocc_core.training.ablation import COLUMNS, NOISES, aggregate, to_markdown
+
+
+def _run(variant: str, seed: int, miou: float) -> dict:
+    scores = {label: {"miou": miou * (1 - 0.1 * i), "miou_d": miou / 2, "iou": 0.5, "rayiou": 0.3,
+                      "drop": 0.1 * i} for i, label in enumerate(NOISES)}
+    return {"variant": variant, "seed": seed, "steps": 90, "step_time_s": 2.0, "consistency": 0.2,
+            "val": scores, "hard": scores, "grid": {"scored_on": "native Occ3D grid (200x200x16, 0.4 m)"}}
+
+
+def test_rows_are_mean_and_std_over_seeds_and_the_table_comes_from_them():
+    runs = [_run("0_baseline", 0, 0.10), _run("0_baseline", 1, 0.20), _run("5_normalized_conv", 0, 0.30)]
+    rows = aggregate(runs, ["0_baseline", "5_normalized_conv"])
+    assert [r["variant"] for r in rows] == ["0_baseline", "5_normalized_conv"]
+    mean, std = rows[0]["val mIoU"]
+    assert mean == pytest.approx(0.15) and std == pytest.approx(0.0707107, rel=1e-5)
+    assert rows[1]["val mIoU"] == (pytest.approx(0.30), 0.0)
+    table = to_markdown({"preset": "cpu", "scored_on": runs[0]["grid"]["scored_on"], "rows": rows})
+    assert "| 0_baseline | 2 | 90 | 15.0 ± 7.1 |" in table and "native Occ3D grid" in table
+    assert all(label in table for label, *_ in COLUMNS)
