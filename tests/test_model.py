@@ -85,6 +85,18 @@ def test_normalized_conv_kernels_stay_normalised_after_updates():
     assert not torch.allclose(k, NormalizedConv3d(4).spatial_kernel())  # it did learn
 
 
+def test_normalized_conv_starts_channel_preserving():
+    block = NormalizedConv3d(32)
+    k, m = block.spatial_kernel().flatten(1), block.mix_weight().flatten(1)
+    assert torch.allclose(k[:, 13], torch.full((32,), 0.2)) and torch.allclose(k[:, 0], torch.full((32,), 0.8 / 26))
+    assert torch.allclose(m.diagonal(), torch.full((32,), 0.9))
+    # one-hot channel features keep 0.5 + 0.5 * 0.9 = 95 % of their mass in their own channel
+    x = torch.zeros(1, 32, 3, 3, 3)
+    x[:, 5] = 1.0
+    y = block(x)[0, :, 1, 1, 1].detach()
+    assert float(y[5]) == pytest.approx(0.95, abs=1e-5) and float(y.sum()) == pytest.approx(1.0, abs=1e-5)
+
+
 def test_normalized_conv_preserves_constant_fields():
     block = NormalizedConv3d(3)
     x = torch.full((1, 3, 4, 4, 4), 2.5)

@@ -11,6 +11,8 @@ are preserved while evidence spreads to empty neighbours. The baseline uses stan
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -47,15 +49,22 @@ def depthwise3x3x3_reference(x: Tensor, kernel: Tensor) -> Tensor:
 
 
 class NormalizedConv3d(nn.Module):
-    """Normalised depthwise 3x3x3 + normalised pointwise mix, residual-averaged."""
+    """Normalised depthwise 3x3x3 + normalised pointwise mix, residual-averaged.
 
-    def __init__(self, channels: int, centre_bias: float = 2.0) -> None:
+    Initialisation: the spatial kernel keeps ``centre_weight`` of each voxel and spreads the
+    rest evenly over its 26 neighbours (the point of the block); the channel mix keeps
+    ``self_weight`` of each channel. A softmax with equal logits would average all channels,
+    and logits move only ~lr per step, so a mix that starts as a channel average stays one for
+    thousands of steps and washes out what the channels mean (see EXPERIMENTS.md).
+    """
+
+    def __init__(self, channels: int, centre_weight: float = 0.2, self_weight: float = 0.9) -> None:
         super().__init__()
         logits = torch.zeros(channels, 27)
-        logits[:, 13] = centre_bias  # start close to identity, spread as it learns
+        logits[:, 13] = _peak_logit(centre_weight, 27)
         self.spatial_logits = nn.Parameter(logits)
         mix = torch.zeros(channels, channels)
-        mix.fill_diagonal_(centre_bias)
+        mix.fill_diagonal_(_peak_logit(self_weight, channels))
         self.mix_logits = nn.Parameter(mix)
 
     def spatial_kernel(self) -> Tensor:
@@ -72,6 +81,13 @@ class NormalizedConv3d(nn.Module):
         y = depthwise3x3x3(x, self.spatial_kernel().to(x.dtype))
         y = F.conv3d(y, self.mix_weight().to(x.dtype))
         return 0.5 * (x + y)
+
+
+def _peak_logit(weight: float, n: int) -> float:
+    """The logit that gives one of ``n`` softmax entries ``weight`` when the others are 0."""
+    if n == 1:
+        return 0.0
+    return math.log(weight * (n - 1) / (1 - weight))
 
 
 class ResBlock3d(nn.Module):
