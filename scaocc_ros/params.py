@@ -64,6 +64,17 @@ class NodeParams:
     diagnostics_period_s: float = _p(1.0, "period of /diagnostics (s)")
     calibration_warn_deg: float = _p(1.0, "learnt rotation offset above which diagnostics warn (deg)")
     calibration_warn_m: float = _p(0.1, "learnt translation offset above which diagnostics warn (m)")
+    max_image_pixels: int = _p(16_777_216, "images (and CameraInfo resolutions) with more pixels are rejected")
+    max_message_bytes: int = _p(67_108_864, "image messages with more bytes of data are rejected")
+    image_reliability: str = _p("reliable", "QoS reliability of the image and camera_info subscriptions "
+                                            "(best_effort also matches best-effort publishers only)",
+                                ("reliable", "best_effort"))
+    image_qos_depth: int = _p(5, "QoS history depth of the image and camera_info subscriptions")
+    warn_late_duplicate: int = _p(0, "late or duplicate images of one camera per diagnostics report above which "
+                                     "the inputs status is WARN")
+    warn_dropped: int = _p(0, "other dropped messages of one camera (malformed, oversize, undecodable, no TF chain) "
+                              "per diagnostics report above which the inputs status is WARN")
+    warn_period_s: float = _p(5.0, "one log line per camera and kind of problem per this period (s)")
     ego_T_cam: dict[str, np.ndarray] = field(default_factory=dict, metadata={"dynamic": True})
 
     def validate(self) -> NodeParams:
@@ -83,6 +94,11 @@ class NodeParams:
         for name in positive:
             if not getattr(self, name) > 0:
                 raise ParamError(f"parameter {name} must be > 0, got {getattr(self, name)}")
+        for name in ("max_image_pixels", "max_message_bytes", "image_qos_depth", "warn_period_s"):
+            if not getattr(self, name) > 0:
+                raise ParamError(f"parameter {name} must be > 0, got {getattr(self, name)}")
+        if min(self.warn_late_duplicate, self.warn_dropped) < 0:
+            raise ParamError("parameters warn_late_duplicate and warn_dropped must be >= 0")
         if self.sync_queue_size < 1:
             raise ParamError(f"parameter sync_queue_size must be >= 1, got {self.sync_queue_size}")
         if not 1 <= self.min_cameras <= len(names):
