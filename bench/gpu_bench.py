@@ -2,6 +2,7 @@
 
     python3 bench/gpu_bench.py train --json out/train.json          # scaocc_r50 step, +causal ratio
     python3 bench/gpu_bench.py pool --json out/pool.json            # kernel GB/s vs copy peak, vs index_add
+    python3 bench/gpu_bench.py pre --json out/pre.json               # pre-processing: CPU vs on the device
     python3 bench/gpu_bench.py profile --config scaocc_r50 --precision fp16 --out out/profile_r50.txt
     python3 bench/gpu_bench.py train --device cpu --small           # the same code on the CPU, small sizes
 
@@ -18,6 +19,11 @@ bandwidth measured in the same run (bytes read plus written). Launch parameters 
 Device timings are medians of CUDA-event-timed runs (``triton.testing.do_bench``, which
 clears the L2 between runs); on the CPU, wall-clock medians (the Triton interpreter:
 correctness of the path only, its speed means nothing).
+
+``pre``: the node's pre-processing of six 900x1600 camera images as the Predictor does it
+(OpenCV on the CPU, all cores) beside the same resize + crop done on the device (uint8
+upload from pinned memory, bilinear antialiased resize, crop, float scaling): what moving
+it to the GPU would save, and how close its pixels are (mean absolute difference in [0, 1]).
 
 ``profile``: ``torch.profiler`` over a few inference runs of the Predictor (network only,
 copies included), with each model stage marked, written as tables sorted by self time.
@@ -256,6 +262,59 @@ def pool(cfg: ModelConfig, device: torch.device, copy_bytes: int) -> dict[str, A
     }
 
 
+# --------------------------------------------------------------------------- pre
+
+
+def pre(cfg: ModelConfig, device: torch.device, reps: int) -> dict[str, Any]:
+    """See the module docstring."""
+    import numpy as np
+    import torch.nn.functional as F
+
+    from scaocc_core.data.augment import eval_image_aug
+    from scaocc_core.deploy.parity import ring_rig
+    from scaocc_core.predictor import Predictor, PredictorInput
+
+    n, fH, fW = cfg.image.num_cams, cfg.image.height, cfg.image.width
+    src = (900, 1600)
+    K, T = ring_rig(n, src)
+    rng = np.random.default_rng(0)
+    # smooth images (noise would make any two resamplers look far apart)
+    base = rng.integers(0, 256, (n, 9, 16, 3)).astype(np.float32)
+    images = [cv2_resize(b, src) for b in base]
+    inp = PredictorInput(images, K, T, np.ones(n, dtype=bool))
+    predictor = Predictor.from_config(cfg, "cpu")
+    cpu_ms = wall_ms(lambda: predictor.preprocess(inp), torch.device("cpu"), reps)
+    ref = predictor.preprocess(inp)["images"][0]  # n 3 fH fW
+    aug = eval_image_aug(src, (fH, fW))
+    new_h, new_w = int(src[0] * aug.resize), int(src[1] * aug.resize)
+    x0, y0 = aug.crop
+    pinned = torch.empty((n, *src, 3), dtype=torch.uint8).pin_memory() if device.type == "cuda" else \
+        torch.empty((n, *src, 3), dtype=torch.uint8)
+
+    def on_device() -> torch.Tensor:
+        for i, img in enumerate(inp.images):
+            pinned[i].numpy()[...] = img
+        x = pinned.to(device, non_blocking=True).permute(0, 3, 1, 2).float()  # n 3 H W
+        x = F.interpolate(x, size=(new_h, new_w), mode="bilinear", antialias=True, align_corners=False)
+        return (x[:, :, y0 : y0 + fH, x0 : x0 + fW] / 255.0).contiguous()
+
+    dev_ms = wall_ms(on_device, device, reps)
+    diff = float((on_device().cpu() - torch.from_numpy(ref)).abs().mean())
+    return {"config": cfg.name, "images": f"{n} x {src[0]}x{src[1]} -> {fH}x{fW}", "reps": reps,
+            "cpu_preprocess_ms": round(statistics.median(cpu_ms), 2), "cpu_threads": os.cpu_count(),
+            "device_preprocess_ms": round(statistics.median(dev_ms), 3), "mean_abs_diff": round(diff, 4),
+            "note": "device: copy into pinned memory, upload, antialiased bilinear resize, crop, /255; "
+                    "cpu: Predictor.preprocess (OpenCV INTER_AREA resize + crop, float32)"}
+
+
+def cv2_resize(img: Any, hw: tuple[int, int]) -> Any:
+    """``img`` enlarged to ``hw`` (bicubic) as uint8."""
+    import cv2
+    import numpy as np
+
+    return np.clip(cv2.resize(img, (hw[1], hw[0]), interpolation=cv2.INTER_CUBIC), 0, 255).astype(np.uint8)
+
+
 # --------------------------------------------------------------------------- profile
 
 
@@ -348,17 +407,17 @@ def profile(name: str, device: torch.device, precision: str, iters: int, small: 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("what", choices=("train", "pool", "profile"))
+    parser.add_argument("what", choices=("train", "pool", "pre", "profile"))
     parser.add_argument("--config", default="scaocc_r50")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--small", action="store_true", help="2 cameras, 64x176 images, 20x20x4 grid")
     parser.add_argument("--batch", type=int, default=4, help="train: batch size (the GPU recipe's 4)")
-    parser.add_argument("--reps", type=int, default=6, help="train: timed steps of each variant")
+    parser.add_argument("--reps", type=int, default=6, help="train: timed steps of each variant; pre: runs")
     parser.add_argument("--amp", default="bf16", choices=("bf16", "fp16", "none"), help="train: autocast on CUDA")
     parser.add_argument("--precision", default="fp16", help="profile: fp32, fp16 or bf16 (CUDA)")
     parser.add_argument("--iters", type=int, default=5, help="profile: runs profiled")
     parser.add_argument("--copy-mib", type=int, default=2048, help="pool: size of the copy measuring the peak")
-    parser.add_argument("--json", type=Path, default=None, help="train/pool: write the result here")
+    parser.add_argument("--json", type=Path, default=None, help="train/pool/pre: write the result here")
     parser.add_argument("--out", type=Path, default=None, help="profile: write the tables here")
     args = parser.parse_args()
     device = torch.device(args.device)
@@ -371,6 +430,8 @@ def main() -> None:
     cfg = config(args.config, args.small)
     if args.what == "train":
         result = train_steps(cfg, device, args.batch, args.reps, args.amp)
+    elif args.what == "pre":
+        result = pre(cfg, device, args.reps)
     else:
         result = pool(cfg, device, args.copy_mib << 20)
     gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else None

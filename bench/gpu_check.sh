@@ -8,12 +8,14 @@
 # the others' time and whatever finished is still assembled):
 #   1. pool       bench/gpu_bench.py pool     -> OUT/pool.json   (Triton kernel GB/s vs copy peak, vs index_add)
 #   2. train      bench/gpu_bench.py train    -> OUT/train.json  (scaocc_r50 step, +causal ratio, bf16, batch 4)
-#   3. inference  bench/inference.py          -> OUT/inference.json (r50 + tiny: eager fp32/fp16/bf16,
+#   3. pre        bench/gpu_bench.py pre      -> OUT/pre.json    (6 x 900x1600 pre-processing: CPU vs on the GPU)
+#   4. inference  bench/inference.py          -> OUT/inference.json (r50 + tiny: eager fp32/fp16/bf16,
 #                                                CUDA graphs, compiled, compiled + graphs; pre/post/FPS)
-#   4. tests      pytest tests/cuda -m cuda   -> OUT/cuda_tests.xml
-#   5. profile    bench/gpu_bench.py profile  -> OUT/profile.txt (r50 fp16 network: stages, top kernels)
-#   6. report     bench/gpu_report.py         -> OUT/gpu.json (copy it to bench/results/gpu.json)
-# plus OUT/env.txt (nvidia-smi, torch, triton) and OUT/log.txt (all output): 8 files.
+#   5. tests      pytest tests/cuda -m cuda   -> OUT/cuda_tests.xml
+#   6. profile    bench/gpu_bench.py profile  -> OUT/profile.txt (r50 fp16 network: stages, top kernels)
+#   7. report     bench/gpu_report.py         -> OUT/gpu.json (copy it to bench/results/gpu.json)
+# plus OUT/log.txt (the environment: nvidia-smi, torch, triton; then all output): 8 files,
+# the most the device tool brings back.
 #
 # Needs: python3 with torch (CUDA build on the GPU machine), triton, numpy, numba, opencv,
 # pyyaml, pytest, onnx + onnxscript (only if ONNX rows run). No ROS, nothing from the network.
@@ -44,23 +46,27 @@ exec > >(tee "$OUT/log.txt") 2>&1
 START=$(date +%s)
 if [ "$DEVICE" = cuda ]; then
   DEADLINE=$((START + 450))  # 7.5 minutes: inside the issue's 8, the run tool's 10
+  DEV=()
   SMALL=()
   INFER=(--devices cuda --configs scaocc_r50 scaocc_tiny)  # r50 first: its fp16 FPS is the goal
   TRAIN=(--config scaocc_r50 --batch 4 --reps 6)
   POOL=(--config scaocc_r50)
   PROFILE=(--config scaocc_r50 --precision fp16 --iters 5)
   TESTS=()
-  LIMITS=(pool=60 train=90 inference=240 tests=200 profile=60)
+  PRE=(--config scaocc_r50 --reps 20)
+  LIMITS=(pool=60 train=90 pre=30 inference=220 tests=200 profile=60)
 else
   DEADLINE=$((START + 1800))
-  SMALL=(--device cpu --small)
+  DEV=(--device cpu)
+  SMALL=(--small)
   INFER=(--devices cpu --configs scaocc_tiny --repeats 1 --no-compile --no-jpeg --threads 2)
   TRAIN=(--config scaocc_r50 --batch 1 --reps 1)
   POOL=(--config scaocc_r50 --copy-mib 64)
   PROFILE=(--config scaocc_tiny --precision fp32 --iters 1)
   TESTS=(-k "not compiled")  # torch.compile on 2 CPU cores takes minutes; run it alone to check it
   export SCAOCC_CUDA_DRY=1
-  LIMITS=(pool=300 train=300 inference=300 tests=900 profile=300)
+  PRE=(--config scaocc_r50 --reps 2)
+  LIMITS=(pool=300 train=300 pre=120 inference=300 tests=900 profile=300)
 fi
 
 limit() {  # limit STEP: seconds for STEP, clipped to the deadline (15 s kept for the report)
@@ -87,6 +93,7 @@ step() {  # step NAME COMMAND...: run under its limit, record the exit status
   STATUS+=("$name=$rc")
 }
 
+echo "=== environment"
 {
   echo "date: $(date -u +%FT%TZ)"; echo "device mode: $DEVICE"; echo "repo: $(git rev-parse HEAD 2>/dev/null)"
   nvidia-smi 2>/dev/null || echo "nvidia-smi: not available"
@@ -104,15 +111,15 @@ try:
 except ImportError:
     print("triton: not installed")
 EOF
-} > "$OUT/env.txt" 2>&1
-cat "$OUT/env.txt"
+} 2>&1
 
-step pool "$PYTHON" bench/gpu_bench.py pool "${SMALL[@]}" "${POOL[@]}" --json "$OUT/pool.json"
-step train "$PYTHON" bench/gpu_bench.py train "${SMALL[@]}" "${TRAIN[@]}" --json "$OUT/train.json"
+step pool "$PYTHON" bench/gpu_bench.py pool "${DEV[@]}" "${SMALL[@]}" "${POOL[@]}" --json "$OUT/pool.json"
+step train "$PYTHON" bench/gpu_bench.py train "${DEV[@]}" "${SMALL[@]}" "${TRAIN[@]}" --json "$OUT/train.json"
+step pre "$PYTHON" bench/gpu_bench.py pre "${DEV[@]}" "${PRE[@]}" --json "$OUT/pre.json"
 step inference "$PYTHON" bench/inference.py "${INFER[@]}" --json "$OUT/inference.json"
 step tests "$PYTHON" -m pytest tests/cuda -m cuda -q -rfEs -p no:cacheprovider "${TESTS[@]}" \
   --junitxml="$OUT/cuda_tests.xml"
-step profile "$PYTHON" bench/gpu_bench.py profile "${SMALL[@]}" "${PROFILE[@]}" --out "$OUT/profile.txt"
+step profile "$PYTHON" bench/gpu_bench.py profile "${DEV[@]}" "${SMALL[@]}" "${PROFILE[@]}" --out "$OUT/profile.txt"
 
 MACHINE=""
 if [ "$DEVICE" = cpu ]; then MACHINE="dry run on the CPU ($(nproc) cores), small sizes: checks the steps, not the speed"; fi

@@ -5,13 +5,14 @@
 
 Reads (each optional; a missing part leaves its fields null): ``cuda_tests.xml`` (pytest's
 JUnit report of ``tests/cuda``), ``inference.json`` (``bench/inference.py --json``),
-``train.json`` and ``pool.json`` (``bench/gpu_bench.py``). The schema (``bench/results/gpu.json``):
+``train.json``, ``pool.json`` and ``pre.json`` (``bench/gpu_bench.py``). The schema (``bench/results/gpu.json``):
 
 ``machine``, ``gpu`` (torch's device name, null without a GPU), ``torch``, ``date``,
-``command``, ``cuda_tests_passed`` / ``cuda_tests_failed`` / ``cuda_tests_skipped``,
+``command``, ``note``, ``cuda_tests_passed`` / ``cuda_tests_failed`` / ``cuda_tests_skipped``,
 ``rows`` (``{config, device, backend, precision, latency_ms, pre_ms, post_ms, fps}`` plus
 extras), ``train_step_ms`` / ``train_step_causal_ms`` / ``causal_ratio`` (r50),
 ``pool_gbps`` / ``pool_peak_fraction`` (plus the pool's other figures under ``pool``),
+``preprocess`` (the node's pre-processing on the CPU against on the device),
 and ``goals``: each issue goal with its target, the measured value and whether it is met.
 """
 
@@ -88,11 +89,12 @@ def goals(rows: list[dict[str, Any]], train: dict[str, Any] | None, pool: dict[s
     }
 
 
-def assemble(out: Path, machine: str | None, command: str) -> dict[str, Any]:
+def assemble(out: Path, machine: str | None, command: str, note: str | None = None) -> dict[str, Any]:
     """The ``gpu.json`` object from the parts in ``out``."""
     inference = read_json(out / "inference.json") or {}
     train = read_json(out / "train.json")
     pool = read_json(out / "pool.json")
+    pre = read_json(out / "pre.json")
     rows = inference.get("rows", [])
     gpu = inference.get("gpu") or (train or {}).get("gpu") or (pool or {}).get("gpu")
     torch_version = inference.get("torch") or (train or {}).get("torch") or (pool or {}).get("torch")
@@ -102,6 +104,7 @@ def assemble(out: Path, machine: str | None, command: str) -> dict[str, Any]:
         "torch": torch_version,
         "date": datetime.date.today().isoformat(),
         "command": command,
+        "note": note,
         **junit_counts(out / "cuda_tests.xml"),
         "cuda_tests_failures": failed_tests(out / "cuda_tests.xml"),
         "rows": rows,
@@ -114,6 +117,7 @@ def assemble(out: Path, machine: str | None, command: str) -> dict[str, Any]:
         "pool_gbps": pool.get("pool_gbps") if pool else None,
         "pool_peak_fraction": pool.get("pool_peak_fraction") if pool else None,
         "pool": pool,
+        "preprocess": pre,
         "goals": goals(rows, train, pool),
     }
 
@@ -143,11 +147,12 @@ def main() -> None:
     parser.add_argument("out", type=Path, help="the folder bench/gpu_check.sh wrote")
     parser.add_argument("--machine", default=None, help="machine description (default: inference.json's)")
     parser.add_argument("--command", default="bench/gpu_check.sh OUT")
+    parser.add_argument("--note", default=None, help="a sentence on what this report is (and is not)")
     parser.add_argument("--output", type=Path, default=None, help="default: OUT/gpu.json")
     args = parser.parse_args()
     if not args.out.is_dir():
         sys.exit(f"{args.out} is not a folder")
-    report = assemble(args.out, args.machine, args.command)
+    report = assemble(args.out, args.machine, args.command, args.note)
     (args.output or args.out / "gpu.json").write_text(json.dumps(report, indent=1) + "\n")
     print(table(report))
 
