@@ -148,6 +148,14 @@ class Predictor:
             return (*labels_from_logits(out[0]), *out[1:])
         return out
 
+    def warm_up(self) -> Prediction:
+        """One prediction on black images at the model's size (allocations, kernel selection,
+        lazy initialisation), so that the first real camera set is not the slow one."""
+        n, (h, w) = self.num_cams, self.image_hw
+        K = np.array([[w, 0.0, (w - 1) / 2], [0.0, w, (h - 1) / 2], [0.0, 0.0, 1.0]])
+        return self.predict(PredictorInput([np.zeros((h, w, 3), np.uint8)] * n, np.stack([K] * n),
+                                           np.stack([np.eye(4)] * n), np.ones(n, dtype=bool)))
+
     def predict(self, inp: PredictorInput) -> Prediction:
         """Preprocess, run and unpack one camera set."""
         t0 = time.perf_counter()

@@ -84,6 +84,10 @@ class StaticTransformTree:
         self._parent[child] = (parent, T)
         self.version += 1
 
+    def parent(self, frame: str) -> tuple[str, np.ndarray] | None:
+        """``(parent, parent_T_frame)`` of ``frame``, or ``None`` for a root or unknown frame."""
+        return self._parent.get(frame)
+
     def _chain(self, frame: str) -> list[tuple[str, np.ndarray]]:
         """``[(frame, I), (parent, parent_T_frame), (grandparent, grandparent_T_frame), ...]``."""
         chain = [(frame, np.eye(4))]

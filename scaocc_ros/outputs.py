@@ -2,12 +2,16 @@
 
 Every message copies the given ``header`` (the input set's stamp, the ego frame). Voxel
 ``(x, y, z)`` of a grid ``[x, y, z]`` has its centre at ``lower + ((x, y, z) + 0.5) * voxel``.
+With ``frame_T_ego`` (the header then names a fixed frame such as odom), points are
+transformed, the voxel grid's ``origin`` becomes the grid corner's pose in that frame, and the
+BEV is resampled onto cells aligned with that frame (what Nav2 and Autoware expect of a map).
 """
 
 from __future__ import annotations
 
 import array
-from collections.abc import Callable, Sequence
+import math
+from collections.abc import Callable, Collection, Sequence
 
 import numpy as np
 from geometry_msgs.msg import Point, Pose, Vector3
@@ -21,6 +25,7 @@ from scaocc_core.config import GridConfig
 from scaocc_core.grid import CLASS_NAMES, FREE, PALETTE
 from scaocc_core.predictor import Prediction
 from scaocc_ros.calibration import offset_magnitudes
+from scaocc_ros.motion import rotation_to_xyzw
 
 #: The class whose columns are drivable in the BEV grid.
 DRIVABLE = CLASS_NAMES.index("driveable_surface")
@@ -66,14 +71,24 @@ def occupied_voxels(labels: np.ndarray, grid: GridConfig, free: int = FREE) -> t
     return idx, centres
 
 
+def pose_msg(T: np.ndarray) -> Pose:
+    """``geometry_msgs/Pose`` of a 4x4 rigid transform."""
+    pose = Pose()
+    pose.position = Point(x=float(T[0, 3]), y=float(T[1, 3]), z=float(T[2, 3]))
+    x, y, z, w = rotation_to_xyzw(T[:3, :3]).tolist()
+    pose.orientation.x, pose.orientation.y, pose.orientation.z, pose.orientation.w = x, y, z, w
+    return pose
+
+
 def voxel_grid_msg(pred: Prediction, grid: GridConfig, class_names: Sequence[str], header: Header,
-                   free: int = FREE) -> SemanticVoxelGrid:
+                   free: int = FREE, frame_T_ego: np.ndarray | None = None) -> SemanticVoxelGrid:
     """The dense ``SemanticVoxelGrid`` (labels and confidence in C order ``[x][y][z]``)."""
     if pred.labels.shape != tuple(grid.size):
         raise ValueError(f"prediction labels {pred.labels.shape} do not match the grid {grid.size}")
     msg = SemanticVoxelGrid(header=header, voxel_size=cubic_voxel_size(grid), free_label=free)
-    msg.origin = Pose()
-    msg.origin.position = Point(x=float(grid.lower[0]), y=float(grid.lower[1]), z=float(grid.lower[2]))
+    corner = np.eye(4)
+    corner[:3, 3] = grid.lower
+    msg.origin = pose_msg(corner if frame_T_ego is None else frame_T_ego @ corner)
     msg.size_x, msg.size_y, msg.size_z = (int(n) for n in grid.size)
     msg.class_names = list(class_names)
     msg.labels = _u8(pred.labels.ravel(order="C"))  # index = (x * size_y + y) * size_z + z
@@ -88,10 +103,17 @@ def pack_rgb(colors: np.ndarray) -> np.ndarray:
 
 
 def point_cloud_msg(pred: Prediction, grid: GridConfig, header: Header, free: int = FREE,
-                    palette: np.ndarray = PALETTE) -> PointCloud2:
-    """Occupied (non-free) voxel centres with ``label``, ``confidence`` in [0, 1] and ``rgb``."""
+                    palette: np.ndarray = PALETTE, exclude: Collection[int] = (),
+                    frame_T_ego: np.ndarray | None = None) -> PointCloud2:
+    """Occupied (non-free) voxel centres with ``label``, ``confidence`` in [0, 1] and ``rgb``;
+    classes in ``exclude`` are left out (``~/obstacles`` leaves out the ground classes)."""
     idx, centres = occupied_voxels(pred.labels, grid, free)
     labels = pred.labels[idx[:, 0], idx[:, 1], idx[:, 2]]
+    if len(exclude):
+        keep = ~np.isin(labels, np.fromiter(exclude, dtype=np.int64))
+        idx, centres, labels = idx[keep], centres[keep], labels[keep]
+    if frame_T_ego is not None:
+        centres = centres @ frame_T_ego[:3, :3].T + frame_T_ego[:3, 3]
     points = np.zeros(len(idx), dtype=POINT_DTYPE)
     points["x"], points["y"], points["z"] = centres[:, 0], centres[:, 1], centres[:, 2]
     points["confidence"] = pred.confidence[idx[:, 0], idx[:, 1], idx[:, 2]] / np.float32(255.0)
@@ -183,26 +205,53 @@ def marker_array_cdr(pred: Prediction, grid: GridConfig, header: Header, previou
     return b"".join(parts), set(centres)
 
 
-def bev_values(labels: np.ndarray, free: int = FREE, drivable: int = DRIVABLE) -> np.ndarray:
-    """``X Y`` int8 BEV of ``X Y Z`` labels: 100 where the column holds any non-free class
-    other than ``drivable`` (objects, and ground one must not drive on), 0 where it holds
-    only ``drivable`` (and free), -1 where it is all free (unknown)."""
-    occupied = ((labels != free) & (labels != drivable)).any(axis=2)  # X Y
-    road = (labels == drivable).any(axis=2)  # X Y
+def bev_values(labels: np.ndarray, free: int = FREE, drivable: Collection[int] = (DRIVABLE,)) -> np.ndarray:
+    """``X Y`` int8 BEV of ``X Y Z`` labels in Nav2's convention: 100 (lethal) where the column
+    holds any non-free class not in ``drivable`` (objects, and ground one must not drive on), 0
+    (free) where it holds only ``drivable`` classes (and free), -1 (unknown) where it is all free."""
+    is_drivable = np.isin(labels, np.fromiter(drivable, dtype=np.int64))
+    occupied = ((labels != free) & ~is_drivable).any(axis=2)  # X Y
+    road = is_drivable.any(axis=2)  # X Y
     bev = np.full(labels.shape[:2], -1, dtype=np.int8)
     bev[road] = 0
     bev[occupied] = 100
     return bev
 
 
-def bev_msg(pred: Prediction, grid: GridConfig, header: Header, free: int = FREE) -> OccupancyGrid:
-    """``nav_msgs/OccupancyGrid``: cell (x, y) at ``data[y * width + x]``, origin the grid corner."""
-    bev = bev_values(pred.labels, free)  # X Y
+def resample_bev(bev: np.ndarray, grid: GridConfig, frame_T_ego: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``bev`` (``X Y``, ego cells) on cells of the same size and count aligned with a fixed
+    frame, centred on the grid's centre and snapped to multiples of the resolution (nearest
+    cell; the ego yaw only, the ground plane assumed level). Returns the grid and its corner
+    ``(x, y)`` in the fixed frame; cells outside the ego grid are -1 (unknown)."""
+    res = float(grid.voxel_size[0])
+    n = np.array(bev.shape)
+    lower = np.asarray(grid.lower[:2], dtype=np.float64)
+    yaw = math.atan2(frame_T_ego[1, 0], frame_T_ego[0, 0])
+    R = np.array([[math.cos(yaw), -math.sin(yaw)], [math.sin(yaw), math.cos(yaw)]])
+    centre = R @ (lower + n * res / 2) + frame_T_ego[:2, 3]
+    corner = np.floor((centre - n * res / 2) / res) * res
+    ij = np.stack(np.meshgrid(np.arange(n[0]), np.arange(n[1]), indexing="ij"), axis=-1)  # X Y 2
+    ego = (corner + (ij + 0.5) * res - frame_T_ego[:2, 3]) @ R  # R^T applied to each row
+    src = np.floor((ego - lower) / res).astype(np.int64)
+    inside = (src >= 0).all(axis=-1) & (src < n).all(axis=-1)
+    out = np.full(bev.shape, -1, dtype=np.int8)
+    out[inside] = bev[src[inside][:, 0], src[inside][:, 1]]
+    return out, corner
+
+
+def bev_msg(pred: Prediction, grid: GridConfig, header: Header, free: int = FREE,
+            drivable: Collection[int] = (DRIVABLE,), frame_T_ego: np.ndarray | None = None) -> OccupancyGrid:
+    """``nav_msgs/OccupancyGrid``: cell (x, y) at ``data[y * width + x]``, origin the grid corner
+    (in the ego frame, or resampled onto a fixed frame's axes with ``frame_T_ego``)."""
+    bev = bev_values(pred.labels, free, drivable)  # X Y
+    corner = np.asarray(grid.lower[:2], dtype=np.float64)
+    if frame_T_ego is not None:
+        bev, corner = resample_bev(bev, grid, frame_T_ego)
     msg = OccupancyGrid(header=header)
     msg.info.map_load_time = header.stamp
     msg.info.resolution = float(grid.voxel_size[0])
     msg.info.width, msg.info.height = int(grid.size[0]), int(grid.size[1])
-    msg.info.origin.position = Point(x=float(grid.lower[0]), y=float(grid.lower[1]), z=0.0)
+    msg.info.origin.position = Point(x=float(corner[0]), y=float(corner[1]), z=0.0)
     msg.info.origin.orientation.w = 1.0
     data = array.array("b")
     data.frombytes(np.ascontiguousarray(bev.T).tobytes())  # Y X: rows of constant y

@@ -30,6 +30,9 @@ def _p(default: Any, help_text: str, choices: tuple[str, ...] = ()) -> Any:
     return field(default=default, metadata={"help": help_text, "choices": choices})
 
 
+#: Occ3D's ground classes: not obstacles for a planner.
+GROUND_CLASSES = ("driveable_surface", "other_flat", "sidewalk", "terrain")
+
 NUSCENES_CAMERAS = (
     "cam_front_left", "cam_front", "cam_front_right", "cam_back_left", "cam_back", "cam_back_right",
 )
@@ -42,19 +45,38 @@ class NodeParams:
     model_path: str = _p("", "checkpoint (.pt, or the backend's engine file); empty = random weights "
                               "from model_config (demos and tests only)")
     model_config: str = _p("config/model/scaocc_tiny.yaml", "model YAML used when model_path is empty")
-    device: str = _p("cpu", "inference device", ("cpu", "cuda"))
+    device: str = _p("auto", "inference device: auto = cuda when available, else cpu (logged)", ("auto", "cpu", "cuda"))
     backend: str = _p("torch", "inference backend", ("torch", "onnxruntime", "tensorrt"))
     camera_names: tuple[str, ...] = _p(NUSCENES_CAMERAS, "cameras in the model's order; topics "
                                                          "<name>/image and <name>/camera_info")
     image_transport: str = _p("raw", "raw: sensor_msgs/Image on <cam>/image; compressed: "
                                      "sensor_msgs/CompressedImage on <cam>/image/compressed", ("raw", "compressed"))
     ego_frame: str = _p("base_link", "frame of every output (and root of the TF lookups)")
-    extrinsics_source: str = _p("params", "where ego_T_cam comes from", ("params", "tf"))
+    extrinsics_source: str = _p("tf", "where ego_T_cam comes from: tf (/tf_static chain ego_frame -> the "
+                                      "CameraInfo frame) or params (extrinsics.<camera>.*)", ("params", "tf"))
     distortion: str = _p("undistort", "non-zero CameraInfo distortion: undistort images or reject them",
                          ("undistort", "reject"))
     rectification: str = _p("auto", "rect: images are rectified (K from CameraInfo P, R; never undistorted); "
                                     "raw: undistorted once with K, D; auto: rect if the resolved image topic has "
                                     "a segment image_rect*, else raw", ("auto", "rect", "raw"))
+    autostart: bool = _p(True, "configure and activate at start (plain mode); false: stay unconfigured until a "
+                               "lifecycle manager (the launch file, ros2 lifecycle set) drives the transitions")
+    motion_compensation: bool = _p(True, "express every camera in the ego frame at the set's stamp with the ego pose "
+                                         "at each image's own stamp (/tf odom_frame -> ego_frame); static "
+                                         "extrinsics, said in diagnostics, while /tf has no such pose")
+    odom_frame: str = _p("odom", "fixed frame of the ego poses on /tf (motion compensation)")
+    output_frame: str = _p("", "frame of ~/voxels, ~/points, ~/obstacles and ~/bev: empty = ego_frame; a fixed "
+                               "frame (odom, map) is looked up on /tf at the set's stamp")
+    tf_tolerance_s: float = _p(0.1, "how far past the newest /tf sample an ego pose is extrapolated (s)")
+    ground_classes: tuple[str, ...] = _p(GROUND_CLASSES, "classes left out of ~/obstacles (the ground)")
+    drivable_classes: tuple[str, ...] = _p(("driveable_surface",), "classes that make a ~/bev cell free (0) when "
+                                                                   "its column holds no other non-free class")
+    publish_voxels: bool = _p(True, "publish ~/voxels")
+    publish_points: bool = _p(True, "publish ~/points")
+    publish_obstacles: bool = _p(True, "publish ~/obstacles")
+    publish_markers: bool = _p(True, "publish ~/markers (built only while someone subscribes)")
+    publish_bev: bool = _p(True, "publish ~/bev")
+    publish_calibration_offsets: bool = _p(True, "publish ~/calibration_offsets")
     sync_slop_s: float = _p(0.05, "largest stamp spread within one synchronised camera set (s)")
     sync_queue_size: int = _p(5, "messages queued per camera while waiting for a set")
     camera_timeout_s: float = _p(1.0, "a camera silent this long is dropped from the sets until it returns (s)")
@@ -107,6 +129,12 @@ class NodeParams:
             raise ParamError("set model_path (a checkpoint) or model_config (random weights)")
         if not self.ego_frame:
             raise ParamError("parameter ego_frame must not be empty")
+        for name in ("ground_classes", "drivable_classes"):
+            if len(set(getattr(self, name))) != len(getattr(self, name)):
+                raise ParamError(f"parameter {name} has repeated classes: {list(getattr(self, name))}")
+        for name, (lo, hi) in RANGES.items():
+            if not lo <= getattr(self, name) <= hi:
+                raise ParamError(f"parameter {name} must be in [{lo}, {hi}], got {getattr(self, name)}")
         return self
 
 
@@ -118,6 +146,23 @@ def defaults() -> dict[str, Any]:
             continue
         out[f.name] = list(f.default) if isinstance(f.default, tuple) else f.default
     return out
+
+
+#: Parameters that may change while the node runs (``ros2 param set``); all others are read-only.
+RUNTIME = frozenset({
+    "sync_slop_s", "sync_queue_size", "camera_timeout_s", "max_future_s", "max_age_s", "min_cameras",
+    "calibration_warn_deg", "calibration_warn_m", "tf_tolerance_s", "ground_classes", "drivable_classes",
+    "publish_voxels", "publish_points", "publish_obstacles", "publish_markers", "publish_bev",
+    "publish_calibration_offsets", "warn_late_duplicate", "warn_dropped",
+})
+#: Inclusive ranges of numeric parameters (the parameter descriptors carry them too).
+RANGES: dict[str, tuple[float, float]] = {
+    "sync_slop_s": (0.001, 1.0), "sync_queue_size": (1, 100), "camera_timeout_s": (0.01, 60.0),
+    "max_future_s": (0.001, 60.0), "max_age_s": (0.001, 3600.0), "min_cameras": (1, 64),
+    "diagnostics_period_s": (0.01, 60.0), "calibration_warn_deg": (0.001, 90.0), "calibration_warn_m": (0.001, 10.0),
+    "tf_tolerance_s": (0.0, 1.0), "warn_late_duplicate": (0, 1_000_000), "warn_dropped": (0, 1_000_000),
+    "image_qos_depth": (1, 1000),
+}
 
 
 EXTRINSIC_KEYS = ("translation", "rotation_xyzw", "matrix")
