@@ -28,6 +28,7 @@ class StatsReport:
     last_receive_ns: int | None  # newest image of any camera
     malformed: dict[str, dict[str, int]]  # camera -> kind -> count
     new_malformed: int  # malformed messages since the previous report
+    new_dropped: dict[str, dict[str, int]]  # camera -> kind (+ no_extrinsics) -> count since the previous report
     no_camera_info: dict[str, int]
     no_extrinsics: dict[str, int]
     sets_inferred: int
@@ -60,6 +61,7 @@ class NodeStats:
         self._receive_ns: dict[str, deque[int]] = {n: deque() for n in self.names}
         self._malformed: dict[str, Counter[str]] = {n: Counter() for n in self.names}
         self._malformed_reported = 0
+        self._dropped_reported: dict[str, Counter[str]] = {n: Counter() for n in self.names}
         self._no_camera_info: Counter[str] = Counter()
         self._no_extrinsics: Counter[str] = Counter()
         self._sets = Counter[str]()  # inferred, dropped, skipped
@@ -132,11 +134,17 @@ class NodeStats:
             malformed = {n: dict(c) for n, c in self._malformed.items()}
             total = sum(sum(c.values()) for c in malformed.values())
             new, self._malformed_reported = total - self._malformed_reported, total
+            new_dropped: dict[str, dict[str, int]] = {}
+            for n in self.names:
+                now = self._malformed[n] + Counter(no_extrinsics=self._no_extrinsics[n])
+                new_dropped[n] = {k: v for k, v in (now - self._dropped_reported[n]).items() if v}
+                self._dropped_reported[n] = now
             last = max((q[-1] for q in self._receive_ns.values() if q), default=None)
             rates = {n: sum(1 for t in q if now_ns - t <= self.window_ns) / (self.window_ns / 1e9)
                      for n, q in self._receive_ns.items()}
             return StatsReport(
-                list(self.names), rates, last, malformed, new, dict(self._no_camera_info), dict(self._no_extrinsics),
+                list(self.names), rates, last, malformed, new, new_dropped, dict(self._no_camera_info),
+                dict(self._no_extrinsics),
                 self._sets["inferred"], self._sets["dropped"], self._sets["skipped"], self._errors, self._last_error,
                 np.asarray(self._latency_ms, dtype=np.float64), self._rotation_deg.copy(),
                 self._translation_m.copy(), list(self._notes))
@@ -150,6 +158,8 @@ class Thresholds:
     calibration_m: float
     min_cameras: int
     camera_timeout_s: float
+    late_duplicate: int = 0  # late or duplicate images of one camera per report above which inputs warns
+    dropped: int = 0  # other dropped messages of one camera per report above which inputs warns
 
 
 def _kv(key: str, value: object) -> KeyValue:
@@ -183,8 +193,13 @@ def _inputs(r: StatsReport, sync: ApproximateTimeSync[object], now_ns: int, limi
         present = 0
     if missing:
         problems.append(f"missing cameras (running without them): {', '.join(missing)}")
-    if r.new_malformed:
-        problems.append(f"{r.new_malformed} malformed message(s) skipped since the last report")
+    for n in r.names:
+        new = r.new_dropped.get(n, {})
+        late = new.get("late", 0) + new.get("duplicate", 0)
+        other = sum(new.values()) - late
+        if late > limits.late_duplicate or other > limits.dropped:
+            kinds = ", ".join(f"{v} {k}" for k, v in sorted(new.items()))
+            problems.append(f"{n}: {kinds} since the last report")
     level = ERROR if present < limits.min_cameras else (WARN if problems else OK)
     message = "; ".join(problems) or f"all {len(r.names)} cameras"
     return DiagnosticStatus(level=level, name=f"{prefix}: inputs", message=message, values=values)

@@ -92,13 +92,14 @@ class OccNode(Node):
         predictor, notes = load_predictor(p, package_share())
         self.pipeline = CameraSetPipeline(predictor, p, serialize_message, self.get_logger().warning)
         self.pipeline.stats.add_notes(notes)
+        sensor = qos.image_subscription(p.image_reliability, p.image_qos_depth)
         for cam in p.camera_names:
             if p.image_transport == "compressed":
                 self.create_subscription(CompressedImage, f"{cam}/image/compressed", partial(self._on_image, cam),
-                                         qos.SENSOR)
+                                         sensor)
             else:
-                self.create_subscription(Image, f"{cam}/image", partial(self._on_image, cam), qos.SENSOR)
-            self.create_subscription(CameraInfo, f"{cam}/camera_info", partial(self._on_info, cam), qos.SENSOR)
+                self.create_subscription(Image, f"{cam}/image", partial(self._on_image, cam), sensor)
+            self.create_subscription(CameraInfo, f"{cam}/camera_info", partial(self._on_info, cam), sensor)
         if p.extrinsics_source == "tf":
             self.create_subscription(TFMessage, "/tf_static", self.pipeline.on_tf_static, qos.TF_STATIC_SUBSCRIBER)
         self.pubs = {name: self.create_publisher(kind, f"~/{name}", qos.OUTPUTS) for name, kind in OUTPUT_TYPES.items()}
@@ -127,7 +128,8 @@ class OccNode(Node):
     def publish_diagnostics(self) -> None:
         """Publish one ``DiagnosticArray`` (called by the timer)."""
         p = self.params
-        limits = Thresholds(p.calibration_warn_deg, p.calibration_warn_m, p.min_cameras, p.camera_timeout_s)
+        limits = Thresholds(p.calibration_warn_deg, p.calibration_warn_m, p.min_cameras, p.camera_timeout_s,
+                            p.warn_late_duplicate, p.warn_dropped)
         msg = DiagnosticArray()
         msg.header.stamp = self.get_clock().now().to_msg()
         msg.status = diagnostic_statuses(self.pipeline.stats, self.pipeline.sync,  # type: ignore[arg-type]

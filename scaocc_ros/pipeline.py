@@ -12,9 +12,10 @@ offline bag reader are thin adapters over the same code:
   yet, and feeds the synchroniser; each returns the camera sets its message completed;
 - worker side: :meth:`~CameraSetPipeline.infer` decodes a set (compressed images at the
   reduction the predictor allows, then undistorted; an image that overtook the CameraInfo of
-  a new resolution is decoded again with the newest intrinsics), puts a black image with the
-  camera's last known calibration in place of a missing or undecodable camera, predicts, and
-  builds the output messages.
+  an image that overtook the CameraInfo of a new resolution waited for it on arrival), puts a black image with the
+  camera's last known calibration in place of a missing or undecodable camera, expresses
+  every camera in the ego frame at the set's stamp when ``/tf`` has the ego poses
+  (:mod:`scaocc_ros.motion`), predicts, and builds the outputs (:mod:`scaocc_ros.set_outputs`).
 
 The node passes ``now`` from its clock, a bag the log time of each message. Messages may be
 rclpy's (pure Python classes, no runtime needed) or rosbags' alike.
@@ -23,32 +24,26 @@ rclpy's (pure Python classes, no runtime needed) or rosbags' alike.
 from __future__ import annotations
 
 import logging
-import math
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from builtin_interfaces.msg import Time
-from nav_msgs.msg import OccupancyGrid
-from scaocc_msgs.msg import CameraCalibrationOffsetArray, SemanticVoxelGrid
-from sensor_msgs.msg import PointCloud2
-from std_msgs.msg import Header
 from visualization_msgs.msg import MarkerArray
 
 from scaocc_core.config import load_config
-from scaocc_core.predictor import Prediction, Predictor, PredictorInput
-from scaocc_ros import convert, outputs
+from scaocc_core.predictor import Predictor, PredictorInput
+from scaocc_ros import convert, headers, outputs
 from scaocc_ros.calibration import CalibrationError, StaticTransformTree, pose_to_matrix
 from scaocc_ros.diagnostics import NodeStats
+from scaocc_ros.motion import EgoMotion
 from scaocc_ros.params import NodeParams, resolve_file
+from scaocc_ros.problems import ProblemLog
+from scaocc_ros.set_outputs import SetOutputs, build_outputs, class_ids
 from scaocc_ros.sync import ApproximateTimeSync, SyncedSet
 
 log = logging.getLogger(__name__)
-#: A kind of warning is logged at most once per this many seconds.
-WARN_INTERVAL_S = 5.0
 
 
 class StartupError(RuntimeError):
@@ -85,38 +80,31 @@ class CameraFrame:
     ego_T_cam: np.ndarray  # 4 4
 
 
-@dataclass
-class SetOutputs:
-    """The node's outputs for one camera set, stamped with its newest image's stamp."""
-
-    stamp_ns: int
-    prediction: Prediction
-    voxels: SemanticVoxelGrid
-    points: PointCloud2
-    markers: bytes | None  # serialised MarkerArray; None when not asked for
-    bev: OccupancyGrid
-    calibration_offsets: CameraCalibrationOffsetArray
-
-    def messages(self) -> dict[str, Any]:
-        """Output name (the topic under the node's namespace) -> message; markers as CDR bytes."""
-        out: dict[str, Any] = {"voxels": self.voxels, "points": self.points}
-        if self.markers is not None:
-            out["markers"] = self.markers
-        out.update(bev=self.bev, calibration_offsets=self.calibration_offsets)
-        return out
-
-
 def stamp_of(msg: Any) -> int:
     """``header.stamp`` of a message in integer nanoseconds."""
     return int(msg.header.stamp.sec) * 1_000_000_000 + int(msg.header.stamp.nanosec)
+
+
+def _fits(intr: convert.Intrinsics, frame_id: str, hw: tuple[int, int]) -> bool:
+    """Whether an image of this frame and size belongs to the calibration ``intr``."""
+    return intr.frame_id == frame_id and intr.image_hw == hw
 
 
 class CameraSetPipeline:
     """Messages of N cameras in, :class:`SetOutputs` out (see the module docstring).
 
     ``serialize`` turns a ``MarkerArray`` into CDR bytes (rclpy's serialiser in the node,
-    rosbags' offline); ``warn`` receives warnings, at most one per kind every
-    :data:`WARN_INTERVAL_S` seconds.
+    rosbags' offline); ``warn`` receives warnings: at most one per (camera, kind of problem)
+    every ``warn_period_s`` seconds (:class:`~scaocc_ros.problems.ProblemLog`), and one when a
+    camera goes silent and when it comes back.
+
+    Every message that will not be used is counted once, by camera and kind, on arrival:
+    oversize, stamp, image (raw encoding, size or step; corrupt, truncated or non-JPEG/PNG
+    payload), size and frame_id (not its CameraInfo's), late, duplicate, camera_info,
+    no_extrinsics; decode when the worker cannot decode an image whose header was fine.
+    A CameraInfo of a new frame or size takes effect with the first image that fits it (and
+    is counted if an image of the current calibration or another CameraInfo comes first);
+    an image that fits neither waits for the next CameraInfo and is counted if that does not fit.
     """
 
     def __init__(self, predictor: Predictor, params: NodeParams, serialize: Callable[[MarkerArray], bytes],
@@ -133,22 +121,32 @@ class CameraSetPipeline:
         self.stats = NodeStats(self.names)
         self.undistorter = convert.Undistorter(params.distortion)
         self.intrinsics: dict[str, convert.Intrinsics] = {}  # newest valid CameraInfo per camera
-        self.pending: dict[str, Any] = {}  # newest image waiting for a first camera_info
+        self.candidates: dict[str, convert.Intrinsics] = {}  # a new frame or size, until an image confirms it
+        self.pending: dict[str, tuple[Any, tuple[int, int]]] = {}  # image, hw waiting for a camera_info it fits
         self.tf_tree = StaticTransformTree()
+        self.motion = EgoMotion(self.tf_tree)  # /tf: ego poses (motion compensation, output_frame)
+        class_ids(predictor.class_names, params)
         self.last_frame: dict[str, tuple[np.ndarray, np.ndarray, tuple[int, int]]] = {}  # K, T, hw (worker)
         self.shown_classes: set[int] = set()  # classes of the last markers (worker)
-        self._warned: dict[str, float] = {}
+        self.problems = ProblemLog(warn, params.warn_period_s)
+        self.last_image_ns: dict[str, int] = {}
+        self._active = [True] * len(self.names)
 
-    def warn(self, kind: str, text: str) -> None:
-        """Pass ``text`` to ``warn`` unless a warning of ``kind`` went out in the last interval."""
-        now = time.monotonic()
-        if now - self._warned.get(kind, -math.inf) >= WARN_INTERVAL_S:
-            self._warned[kind] = now
-            self._warn(text)
+    def update_params(self, params: NodeParams) -> None:
+        """Apply parameters changed at runtime (:data:`scaocc_ros.params.RUNTIME`); raises
+        :class:`~scaocc_ros.params.ParamError` if they are invalid."""
+        class_ids(self.predictor.class_names, params.validate())
+        self.sync.slop_ns, self.sync.queue_size = int(params.sync_slop_s * 1e9), params.sync_queue_size
+        self.sync.timeout_ns = int(params.camera_timeout_s * 1e9)
+        self.params = params
 
-    def _malformed(self, cam: str, kind: str, exc: Exception) -> None:
+    def warn(self, cam: str, kind: str, text: str) -> None:
+        """Log ``text`` about ``cam`` unless this (camera, kind) was logged within ``warn_period_s``."""
+        self.problems.report(cam, kind, text)
+
+    def _malformed(self, cam: str, kind: str, exc: Exception | str) -> None:
         self.stats.malformed_message(cam, kind)
-        self.warn(kind, f"{cam}: skipped {kind} message: {exc}")
+        self.warn(cam, kind, f"skipped: {exc}")
 
     # ---- executor side ---------------------------------------------------------------------
     def on_camera_info(self, cam: str, msg: Any, now_ns: int) -> list[SyncedSet[CameraFrame]]:
@@ -156,12 +154,30 @@ class CameraSetPipeline:
         try:
             intr = convert.camera_info_to_intrinsics(msg)
             self.undistorter.check(intr)
+            if not intr.frame_id:
+                raise convert.ConversionError("camera_info has an empty frame_id")
+            if intr.image_hw[0] * intr.image_hw[1] > self.params.max_image_pixels:
+                raise convert.ConversionError(f"camera_info resolution {msg.width}x{msg.height} exceeds "
+                                              f"max_image_pixels {self.params.max_image_pixels}")
         except convert.ConversionError as exc:
             self._malformed(cam, "camera_info", exc)
             return []
-        self.intrinsics[cam] = intr
+        current = self.intrinsics.get(cam)
+        if current is None or _fits(current, intr.frame_id, intr.image_hw):
+            self.intrinsics[cam] = intr
+            self._reject_candidate(cam, "a CameraInfo of the current frame and size came")
+        else:  # a new frame or size: takes effect with the first image that fits it
+            self._reject_candidate(cam, "a newer CameraInfo replaced it")
+            self.candidates[cam] = intr
         pending = self.pending.pop(cam, None)
-        return [] if pending is None else self._accept(cam, pending, now_ns)
+        return [] if pending is None else self._accept(cam, *pending, now_ns, waited=True)
+
+    def _reject_candidate(self, cam: str, why: str) -> None:
+        cand = self.candidates.pop(cam, None)
+        if cand is not None:
+            h, w = cand.image_hw
+            self._malformed(cam, "camera_info", f"camera_info {w}x{h} in frame {cand.frame_id!r} matched no image "
+                                                f"({why})")
 
     def on_tf_static(self, msg: Any) -> None:
         """Add every transform of a ``TFMessage`` to the static tree (invalid ones are skipped)."""
@@ -173,43 +189,96 @@ class CameraSetPipeline:
             except CalibrationError as exc:
                 self.warn("tf_static", f"/tf_static: ignored {t.child_frame_id}: {exc}")
 
+    def on_tf(self, msg: Any) -> None:
+        """Add every transform of a ``/tf`` ``TFMessage`` to the pose history (invalid ones are skipped)."""
+        for t in msg.transforms:
+            tr, q = t.transform.translation, t.transform.rotation
+            try:
+                self.motion.add(t.header.frame_id, t.child_frame_id, stamp_of(t),
+                                pose_to_matrix((tr.x, tr.y, tr.z), (q.x, q.y, q.z, q.w)))
+            except CalibrationError as exc:
+                self.warn("tf", "tf", f"/tf: ignored {t.child_frame_id}: {exc}")
+
     def on_image(self, cam: str, msg: Any, now_ns: int) -> list[SyncedSet[CameraFrame]]:
         """Check an image received at ``now_ns`` and queue it; returns the sets it completes."""
         self.stats.received(cam, now_ns)
         p = self.params
+        kind = "oversize"
         try:
+            headers.check_limits(msg, p.max_message_bytes, p.max_image_pixels)
+            kind = "stamp"
             convert.check_stamp(stamp_of(msg), now_ns, int(p.max_future_s * 1e9), int(p.max_age_s * 1e9))
+            kind = "image"
+            hw = headers.image_size(msg)
+            kind = "oversize"
+            headers.check_limits(msg, p.max_message_bytes, p.max_image_pixels, hw)
         except convert.ConversionError as exc:
-            self._malformed(cam, "stamp", exc)
+            self._malformed(cam, kind, exc)
             return []
-        if not convert.is_compressed(msg):
-            try:
-                convert.check_image(msg)
-            except convert.ConversionError as exc:
-                self._malformed(cam, "image", exc)
-                return []
-        return self._accept(cam, msg, now_ns)
+        return self._accept(cam, msg, hw, now_ns)
 
     def _extrinsics(self, cam: str, frame_id: str) -> np.ndarray | None:
         if self.params.extrinsics_source == "params":
             return self.params.ego_T_cam[cam]
         return self.tf_tree.lookup(self.params.ego_frame, frame_id)
 
-    def _accept(self, cam: str, msg: Any, now_ns: int) -> list[SyncedSet[CameraFrame]]:
-        """Attach the calibration to a valid image and hand it to the synchroniser."""
+    def _mismatch(self, cam: str, msg: Any, hw: tuple[int, int], intr: convert.Intrinsics) -> None:
+        frame = msg.header.frame_id
+        kind = "size" if hw != intr.image_hw else "frame_id"
+        self._malformed(cam, kind, f"image {hw[1]}x{hw[0]} in frame {frame!r} does not match its camera_info "
+                                   f"{intr.image_hw[1]}x{intr.image_hw[0]} in frame {intr.frame_id!r}")
+
+    def _accept(self, cam: str, msg: Any, hw: tuple[int, int], now_ns: int,
+                waited: bool = False) -> list[SyncedSet[CameraFrame]]:
+        """Attach the calibration to a checked image (``hw`` its size) and hand it to the
+        synchroniser; ``waited``: the image was held for the CameraInfo that just came."""
         intr = self.intrinsics.get(cam)
+        frame = msg.header.frame_id
         if intr is None:
             if cam in self.pending:  # the older waiting image is given up
                 self.stats.no_camera_info(cam)
-                self.warn("no_camera_info", f"{cam}: no valid camera_info yet")
-            self.pending[cam] = msg
+                self.warn(cam, "no_camera_info", "no valid camera_info yet")
+            self.pending[cam] = (msg, hw)
+            return []
+        cand = self.candidates.get(cam)
+        if _fits(intr, frame, hw):
+            self._reject_candidate(cam, "an image of the current frame and size came")
+        elif cand is not None and _fits(cand, frame, hw):
+            intr = self.intrinsics[cam] = self.candidates.pop(cam)
+        elif waited:
+            self._mismatch(cam, msg, hw, intr)
+            return []
+        else:  # held for a CameraInfo of its frame and size
+            older = self.pending.pop(cam, None)
+            if older is not None:
+                self._mismatch(cam, *older, intr)
+            self.pending[cam] = (msg, hw)
             return []
         ego_T_cam = self._extrinsics(cam, intr.frame_id)
         if ego_T_cam is None:
             self.stats.no_extrinsics(cam)
-            self.warn("no_extrinsics", f"{cam}: no /tf_static chain {self.params.ego_frame} -> {intr.frame_id}")
+            self.warn(cam, "no_extrinsics", f"no /tf_static chain {self.params.ego_frame!r} -> {intr.frame_id!r}")
             return []
-        return self.sync.add(cam, stamp_of(msg), CameraFrame(msg, intr, ego_T_cam), now_ns)
+        return self._synchronise(cam, stamp_of(msg), CameraFrame(msg, intr, ego_T_cam), now_ns)
+
+    def _synchronise(self, cam: str, stamp_ns: int, frame: CameraFrame, now_ns: int) -> list[SyncedSet[CameraFrame]]:
+        """``sync.add``, counting late and duplicate stamps and logging cameras that go silent or return."""
+        st = self.sync.stats(cam)
+        late, dup = st.late, st.duplicates
+        sets = self.sync.add(cam, stamp_ns, frame, now_ns)
+        if st.late > late:
+            self._malformed(cam, "late", f"stamp {stamp_ns / 1e9:.3f} is older than the camera's last set")
+        elif st.duplicates > dup:
+            self._malformed(cam, "duplicate", f"stamp {stamp_ns / 1e9:.3f} was already received")
+        last = self.last_image_ns.get(cam)
+        self.last_image_ns[cam] = now_ns
+        for name, was, now in zip(self.names, self._active, self.sync.active()):
+            if was and not now:
+                self._warn(f"{name}: silent for more than {self.params.camera_timeout_s} s; sets go on without it")
+            elif now and not was and name == cam and last is not None:
+                self._warn(f"{name}: back after {(now_ns - last) / 1e9:.1f} s")
+        self._active = self.sync.active()
+        return sets
 
     # ---- worker side -----------------------------------------------------------------------
     def _decode(self, cam: str, frame: CameraFrame) -> tuple[np.ndarray, convert.Intrinsics] | None:
@@ -218,12 +287,6 @@ class CameraSetPipeline:
         try:
             image, intr = convert.decode(frame.msg, frame.intrinsics,
                                          self.predictor.decode_reduction(frame.intrinsics.image_hw))
-            latest = self.intrinsics.get(cam)
-            if image.shape[:2] != intr.image_hw and latest is not None and latest is not frame.intrinsics:
-                # resolution changed; the image overtook its camera_info
-                retry, retry_intr = convert.decode(frame.msg, latest, self.predictor.decode_reduction(latest.image_hw))
-                if retry.shape[:2] == retry_intr.image_hw:
-                    image, intr = retry, retry_intr
             convert.check_image_size(image, intr)
             return self.undistorter(image, intr), intr
         except convert.ConversionError as exc:
@@ -257,7 +320,13 @@ class CameraSetPipeline:
         if sum(valid) < self.params.min_cameras:
             self.stats.set_skipped()
             return None
-        return PredictorInput(images, np.stack(Ks), np.stack(Ts), np.array(valid))
+        T, p = np.stack(Ts), self.params
+        if p.motion_compensation:  # each camera in the ego frame at the set's stamp; static without /tf
+            stamps = [t if ok else None for t, ok in zip(s.stamps_ns, valid)]
+            moved = self.motion.compensate(T, stamps, s.stamp_ns, p.odom_frame, p.ego_frame,
+                                           int(p.tf_tolerance_s * 1e9))
+            T = T if moved is None else moved
+        return PredictorInput(images, np.stack(Ks), T, np.array(valid))
 
     def infer(self, s: SyncedSet[CameraFrame], markers: bool = True) -> SetOutputs | None:
         """Predict one set and build its outputs (the ``MarkerArray`` only if ``markers``);
@@ -265,16 +334,13 @@ class CameraSetPipeline:
         inp = self.camera_input(s)
         if inp is None:
             return None
-        pred = self.predictor.predict(inp)
-        stamp_ns = s.stamp_ns
-        header = Header(stamp=Time(sec=stamp_ns // 1_000_000_000, nanosec=stamp_ns % 1_000_000_000),
-                        frame_id=self.params.ego_frame)
-        grid = self.predictor.grid
-        marker_bytes = None
-        if markers:
-            marker_bytes, self.shown_classes = outputs.marker_array_cdr(pred, grid, header, self.shown_classes,
-                                                                        self._serialize)
+        pred, p = self.predictor.predict(inp), self.params
+        frame_T_ego = None  # planner-facing outputs in output_frame when /tf has it, else in ego_frame
+        if p.output_frame and p.output_frame != p.ego_frame:
+            frame_T_ego = self.motion.fixed_T_ego(p.output_frame, p.ego_frame, s.stamp_ns, int(p.tf_tolerance_s * 1e9))
         frames = [self.intrinsics[c].frame_id if c in self.intrinsics else c for c in self.names]
-        return SetOutputs(stamp_ns, pred, outputs.voxel_grid_msg(pred, grid, self.predictor.class_names, header),
-                          outputs.point_cloud_msg(pred, grid, header), marker_bytes,
-                          outputs.bev_msg(pred, grid, header), outputs.calibration_msg(pred, header, frames))
+        out, shown = build_outputs(pred, s.stamp_ns, self.predictor.grid, self.predictor.class_names, p, frames,
+                                   frame_T_ego, self.shown_classes if markers else None, self._serialize)
+        if markers:
+            self.shown_classes = shown
+        return out

@@ -6,6 +6,17 @@ from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profi
 
 #: Camera images and CameraInfo: best effort, keep last 5 (what camera drivers publish with).
 SENSOR = qos_profile_sensor_data
+#: Publishers of camera images in the tools: reliable, which serves reliable and best-effort readers alike.
+CAMERA_PUBLISHER = QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE)
+
+
+def image_subscription(reliability: str, depth: int) -> QoSProfile:
+    """QoS of the node's image and CameraInfo subscriptions (``image_reliability``, ``image_qos_depth``).
+
+    A reliable subscription only matches reliable publishers; best effort matches both.
+    """
+    policy = ReliabilityPolicy.RELIABLE if reliability == "reliable" else ReliabilityPolicy.BEST_EFFORT
+    return QoSProfile(depth=depth, reliability=policy)
 #: ``/tf_static`` publishers: reliable, transient local, so late subscribers still get it.
 TF_STATIC_PUBLISHER = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
                                  durability=DurabilityPolicy.TRANSIENT_LOCAL)
@@ -19,3 +30,8 @@ GROUND_TRUTH = QoSProfile(depth=16, reliability=ReliabilityPolicy.RELIABLE, dura
 OUTPUTS = QoSProfile(depth=2, reliability=ReliabilityPolicy.RELIABLE)
 #: ``/diagnostics``.
 DIAGNOSTICS = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
+#: ``~/bev``: reliable, transient local, keep last 1, as Nav2's static layer subscribes
+#: (``map_subscribe_transient_local``): a costmap started later still gets the newest grid.
+BEV = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+#: ``/tf``: what tf2's listener uses (reliable, volatile, keep last 100).
+TF = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)

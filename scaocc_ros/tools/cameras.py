@@ -65,10 +65,10 @@ class SyntheticCameras(Node):
         if self.cameras != list(NUSCENES_CAMERAS):
             self.get_logger().warning(f"cameras {self.cameras} differ from occ_node's default camera_names")
         kind = CompressedImage if compressed else Image
-        self.pub_images = [self.create_publisher(kind, sm.image_topic(c, compressed), qos.SENSOR)
+        self.pub_images = [self.create_publisher(kind, sm.image_topic(c, compressed), qos.CAMERA_PUBLISHER)
                            for c in self.cameras]
         self.pub_infos = {sm.info_topic(c): self.create_publisher(CameraInfo, sm.info_topic(c),
-                                                                  qos.SENSOR) for c in self.cameras}
+                                                                  qos.CAMERA_PUBLISHER) for c in self.cameras}
         self.pub_by_topic = dict(zip([sm.image_topic(c, compressed) for c in self.cameras], self.pub_images))
         self.pub_by_topic.update(self.pub_infos)
         self.pub_by_topic["/tf"] = self.create_publisher(TFMessage, "/tf", 100)

@@ -170,9 +170,9 @@ def run_nuscenes(args: argparse.Namespace, children: ChildProcesses, out: Path) 
             static = recorder.create_publisher(TFMessage, "/tf_static", qos.TF_STATIC_PUBLISHER)
             static.publish(sm.tf_static_msg(CAMERAS, np.stack([c.ego_T_cam for c in rig.cameras]),
                                             recorder.get_clock().now().nanoseconds))
-            images = {c: recorder.create_publisher(CompressedImage, sm.image_topic(c, True), qos.SENSOR)
+            images = {c: recorder.create_publisher(CompressedImage, sm.image_topic(c, True), qos.CAMERA_PUBLISHER)
                       for c in CAMERAS}
-            infos = {c: recorder.create_publisher(CameraInfo, sm.info_topic(c), qos.SENSOR)
+            infos = {c: recorder.create_publisher(CameraInfo, sm.info_topic(c), qos.CAMERA_PUBLISHER)
                      for c in CAMERAS}
             children.start("node", node_command(model_args, True, []))
             print(f"demo --nuscenes: starting the node ({model['kind']}) ...", flush=True)

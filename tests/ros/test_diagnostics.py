@@ -49,9 +49,28 @@ def test_malformed_warns_once_per_report_and_silence_is_an_error() -> None:
     stats.malformed_message("a", "image")
     stats.malformed_message("a", "image")
     first = statuses(stats, sync, 0)["inputs"]
-    assert first.level == DiagnosticStatus.WARN and "2 malformed" in first.message
+    assert first.level == DiagnosticStatus.WARN and "a: 2 image since the last report" in first.message
     assert values(first)["a.malformed"] == "image=2"
     stats.received("a", S // 2)
     assert statuses(stats, sync, S // 2)["inputs"].level == DiagnosticStatus.OK  # nothing new
     silent = statuses(stats, sync, 3 * S)["inputs"]
     assert silent.level == DiagnosticStatus.ERROR and "no camera images for 2.5 s" in silent.message
+
+
+def test_late_and_dropped_inputs_warn_above_their_thresholds_naming_the_camera() -> None:
+    stats = NodeStats(["a", "b"])
+    sync: ApproximateTimeSync[object] = ApproximateTimeSync(["a", "b"], slop_ns=0, queue_size=3, timeout_ns=S)
+    limits = Thresholds(1.0, 0.1, 1, 1.0, late_duplicate=2, dropped=0)
+    for t in (0, 1):
+        stats.received("a", t)
+        stats.received("b", t)
+    stats.malformed_message("b", "late")
+    stats.malformed_message("b", "duplicate")
+    ok = {s.name: s for s in diagnostic_statuses(stats, sync, 1, limits)}["occ_node: inputs"]
+    assert ok.level == DiagnosticStatus.OK  # 2 late/duplicate: not above 2
+    for _ in range(3):
+        stats.malformed_message("b", "late")
+    stats.no_extrinsics("a")
+    warn = {s.name: s for s in diagnostic_statuses(stats, sync, 2, limits)}["occ_node: inputs"]
+    assert warn.level == DiagnosticStatus.WARN
+    assert "b: 3 late since the last report" in warn.message and "a: 1 no_extrinsics" in warn.message

@@ -2,12 +2,13 @@
 
 Where the node and the old offline pipeline disagreed, these pin the node's behaviour: a
 missing camera keeps its last known calibration, an image waits for its first CameraInfo,
-extrinsics follow ``extrinsics_source``, a new resolution is decoded with the newest
-intrinsics, and stamps and images are checked before they reach the synchroniser.
+extrinsics follow ``extrinsics_source``, an image that overtook the CameraInfo of a
+new resolution waits for it, and stamps and images are checked before they reach the synchroniser.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import numpy as np
@@ -32,7 +33,8 @@ PREDICTOR = Predictor.from_config(micro_config())
 
 
 def params(**overrides: Any) -> NodeParams:
-    values: dict[str, Any] = {"camera_names": CAMS, "ego_T_cam": {c: RIG[i] for i, c in enumerate(CAMS)}}
+    values: dict[str, Any] = {"camera_names": CAMS, "ego_T_cam": {c: RIG[i] for i, c in enumerate(CAMS)},
+                              "extrinsics_source": "params"}
     return NodeParams(**{**values, **overrides}).validate()
 
 
@@ -49,9 +51,10 @@ def info(cam: str, h: int = 32, w: int = 64, f: float = 40.0) -> CameraInfo:
     return msg
 
 
-def image(stamp_ns: int, h: int = 32, w: int = 64, value: int = 128) -> Image:
+def image(stamp_ns: int, h: int = 32, w: int = 64, value: int = 128, cam: str = "cam_a") -> Image:
     msg = Image(height=h, width=w, encoding="rgb8", step=3 * w)
     msg.data = np.full((h, w, 3), value, np.uint8).tobytes()
+    msg.header.frame_id = f"{cam}_optical"
     msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(stamp_ns, S)
     return msg
 
@@ -61,7 +64,7 @@ def feed(pipe: CameraSetPipeline, stamp_ns: int, cams: tuple[str, ...] = CAMS, *
     sets = []
     for cam in cams:
         sets += pipe.on_camera_info(cam, info(cam, **size), stamp_ns)
-        sets += pipe.on_image(cam, image(stamp_ns, **size), stamp_ns)
+        sets += pipe.on_image(cam, image(stamp_ns, cam=cam, **size), stamp_ns)
     return sets
 
 
@@ -87,9 +90,10 @@ def test_image_waits_for_its_first_camera_info() -> None:
     pipe, warnings = make_pipeline()
     assert pipe.on_camera_info("cam_a", info("cam_a"), S) == []
     assert pipe.on_image("cam_a", image(S), S) == []
-    assert pipe.on_image("cam_b", image(S), S) == []  # no camera_info yet: held
-    assert pipe.on_image("cam_b", image(S + 1), S + 1) == []  # the older held image is given up
-    assert pipe.stats.report(S).no_camera_info == {"cam_b": 1} and "cam_b: no valid camera_info yet" in warnings
+    assert pipe.on_image("cam_b", image(S, cam="cam_b"), S) == []  # no camera_info yet: held
+    assert pipe.on_image("cam_b", image(S + 1, cam="cam_b"), S + 1) == []  # the older held image is given up
+    assert pipe.stats.report(S).no_camera_info == {"cam_b": 1}
+    assert "cam_b: no_camera_info (1 since the last line): no valid camera_info yet" in warnings
     (done,) = pipe.on_camera_info("cam_b", info("cam_b"), S + 2)  # the held image goes on and completes a set
     assert done.stamps_ns == [S, S + 1]
 
@@ -115,7 +119,7 @@ def test_extrinsics_follow_extrinsics_source() -> None:
     pipe, warnings = make_pipeline(extrinsics_source="tf")
     assert feed(pipe, S) == []  # no chain yet: dropped and counted, not an error
     assert pipe.stats.report(S).no_extrinsics == {"cam_a": 1, "cam_b": 1}
-    assert any("no /tf_static chain base_link -> cam_a_optical" in w for w in warnings)
+    assert any("no /tf_static chain 'base_link' -> 'cam_a_optical'" in w for w in warnings)
     pipe.on_tf_static(tf_static(moved))
     (s,) = feed(pipe, 2 * S)
     np.testing.assert_allclose(s.items[1].ego_T_cam, moved["cam_b_optical"], atol=1e-12)  # type: ignore[union-attr]
@@ -123,15 +127,16 @@ def test_extrinsics_follow_extrinsics_source() -> None:
 
 def test_new_resolution_is_decoded_with_the_newest_intrinsics() -> None:
     pipe, _ = make_pipeline()
-    (s,) = feed(pipe, S)
-    frame = s.items[0]
-    assert frame is not None
-    pipe.on_camera_info("cam_a", info("cam_a", h=64, w=128, f=80.0), S)  # the driver switched resolution...
-    overtaken = CameraFrame(image(2 * S, h=64, w=128), frame.intrinsics, frame.ego_T_cam)  # ...its image came first
-    inp = pipe.camera_input(SyncedSet([2 * S, S], [overtaken, s.items[1]]))
+    feed(pipe, S)
+    # the driver switched resolution and its image overtook the new camera_info: it waits for it
+    assert pipe.on_image("cam_a", image(2 * S, h=64, w=128), 2 * S) == [] and "cam_a" in pipe.pending
+    assert pipe.on_camera_info("cam_a", info("cam_a", h=64, w=128, f=80.0), 2 * S) == []
+    (s,) = pipe.on_image("cam_b", image(2 * S, cam="cam_b"), 2 * S)
+    inp = pipe.camera_input(s)
     assert inp is not None and inp.camera_valid.tolist() == [True, True]
     np.testing.assert_allclose(inp.intrinsics[0], pipe.intrinsics["cam_a"].K)
-    assert pipe.stats.malformed_count("cam_a", "decode") == 0
+    assert pipe.intrinsics["cam_a"].image_hw == (64, 128)
+    assert pipe.stats.report(2 * S).malformed_total == 0
 
 
 def test_stamps_and_images_are_checked_before_the_synchroniser() -> None:
@@ -151,7 +156,7 @@ def test_infer_builds_every_output_and_markers_on_request() -> None:
     (s,) = feed(pipe, 5 * S + 7)
     out = pipe.infer(s)
     assert out is not None and out.stamp_ns == 5 * S + 7
-    assert list(out.messages()) == ["voxels", "points", "markers", "bev", "calibration_offsets"]
+    assert list(out.messages()) == ["voxels", "points", "obstacles", "markers", "bev", "calibration_offsets"]
     assert (out.voxels.header.stamp.sec, out.voxels.header.stamp.nanosec) == (5, 7)
     assert out.voxels.header.frame_id == "base_link"
     assert [o.frame_id for o in out.calibration_offsets.offsets] == ["cam_a_optical", "cam_b_optical"]
@@ -160,6 +165,10 @@ def test_infer_builds_every_output_and_markers_on_request() -> None:
     (s,) = feed(pipe, 6 * S)
     quiet = pipe.infer(s, markers=False)
     assert quiet is not None and quiet.markers is None and "markers" not in quiet.messages()
+    pipe.update_params(dataclasses.replace(pipe.params, publish_points=False, publish_bev=False))  # switches
+    (s,) = feed(pipe, 7 * S)
+    some = pipe.infer(s)
+    assert some is not None and list(some.messages()) == ["voxels", "obstacles", "markers", "calibration_offsets"]
 
 
 def test_too_few_cameras_are_skipped_and_the_model_must_fit() -> None:
