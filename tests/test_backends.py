@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+import types
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +13,7 @@ import torch
 
 from scaocc_core.checkpoint import save_checkpoint
 from scaocc_core.config import ModelConfig
-from scaocc_core.deploy import backends, pool_triton
+from scaocc_core.deploy import backends
 from scaocc_core.deploy.graph import InferenceGraph
 from scaocc_core.deploy.onnx_model import OnnxModelError
 from scaocc_core.deploy.parity import ring_rig
@@ -85,22 +86,27 @@ def test_corrupt_onnx_is_clear(tmp_path: Path) -> None:
         make_predictor(bad, backend="openvino")
 
 
-def test_torch_options_checked(checkpoint: tuple[Path, ModelConfig]) -> None:
+def test_torch_options_checked(checkpoint: tuple[Path, ModelConfig], tmp_path: Path) -> None:
     with pytest.raises(backends.EngineError, match="need a CUDA device"):
         make_predictor(checkpoint[0], backend="torch", precision="fp16")
+    onnx_file = tmp_path / "model.onnx"
+    onnx_file.write_bytes(b"\0")
     with pytest.raises(backends.EngineError, match="needs a .pt checkpoint"):
-        make_predictor(checkpoint[0].with_name("small.onnx"), backend="torch")
+        make_predictor(onnx_file, backend="torch")
 
 
 def test_fused_pool_only_on_cuda_with_triton(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(backends, "triton_available", lambda: True)
-    assert backends.fused_pool_kernel("cuda:1") is pool_triton.pool_hard_fused
-    assert backends.fused_pool_kernel("cuda", enabled=False) is None
-    assert backends.fused_pool_kernel("cpu") is None
-    monkeypatch.setattr(backends, "triton_available", lambda: False)
-    assert backends.fused_pool_kernel("cuda") is None
+    monkeypatch.delitem(sys.modules, "scaocc_core.deploy.pool_triton", raising=False)
     engine = backends.TorchEngine(CausalOcc(micro_config()), "cpu")
     assert engine.graph.model.fused_pool is None  # the model's own index_add pooling
+    assert backends.fused_pool_kernel("cpu") is None and backends.fused_pool_kernel("cuda", enabled=False) is None
+    assert "scaocc_core.deploy.pool_triton" not in sys.modules  # loaded (and compiled) on CUDA only
+    kernel = types.ModuleType("pool_triton")
+    kernel.pool_hard_fused, kernel.triton_available = (lambda *a: None), (lambda: True)  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "scaocc_core.deploy.pool_triton", kernel)
+    assert backends.fused_pool_kernel("cuda:1") is kernel.pool_hard_fused  # type: ignore[attr-defined]
+    kernel.triton_available = lambda: False  # type: ignore[attr-defined]
+    assert backends.fused_pool_kernel("cuda") is None
 
 
 def test_labels_from_logits_matches_graph() -> None:

@@ -20,6 +20,7 @@ imports the Predictor.
 
 from __future__ import annotations
 
+import importlib
 import logging
 from collections.abc import Callable
 from pathlib import Path
@@ -33,7 +34,6 @@ from scaocc_core.checkpoint import load_checkpoint
 from scaocc_core.deploy.fp16 import NETWORK_SCOPES
 from scaocc_core.deploy.graph import INPUT_NAMES, OUTPUT_NAMES, InferenceGraph
 from scaocc_core.deploy.onnx_model import ExportMetadata, OnnxModelError, ort_session, read_metadata
-from scaocc_core.deploy.pool_triton import pool_hard_fused, triton_available
 from scaocc_core.model.causal_occ import CausalOcc
 
 log = logging.getLogger(__name__)
@@ -98,10 +98,15 @@ class _Autocast(nn.Module):
 
 def fused_pool_kernel(device: str, enabled: bool = True) -> Callable[..., Tensor] | None:
     """The hard-pooling kernel the torch engine hands to the model: the fused Triton kernel
-    on CUDA when Triton is installed (and ``enabled``), else ``None`` (PyTorch's ``index_add``)."""
-    if enabled and device.startswith("cuda") and triton_available():
-        return pool_hard_fused
-    return None
+    on CUDA when Triton is installed (and ``enabled``), else ``None`` (PyTorch's ``index_add``).
+
+    The kernel module is imported only for CUDA: Triton compiles (or, with
+    ``TRITON_INTERPRET=1``, interprets) the kernel as the module loads.
+    """
+    if not (enabled and device.startswith("cuda")):
+        return None
+    pool_triton = importlib.import_module("scaocc_core.deploy.pool_triton")
+    return pool_triton.pool_hard_fused if pool_triton.triton_available() else None  # type: ignore[no-any-return]
 
 
 class TorchEngine:
