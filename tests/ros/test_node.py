@@ -21,9 +21,10 @@ from geometry_msgs.msg import TransformStamped
 from nav_msgs.msg import OccupancyGrid
 from rclpy.context import Context
 from rclpy.executors import SingleThreadedExecutor
+from rclpy.lifecycle import TransitionCallbackReturn
 from rclpy.node import Node
 from rclpy.parameter import Parameter
-from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from rclpy.time import Time
 from rosgraph_msgs.msg import Clock
 from scaocc_msgs.msg import CameraCalibrationOffsetArray, SemanticVoxelGrid
@@ -33,6 +34,7 @@ from visualization_msgs.msg import MarkerArray
 
 from scaocc_core.data.rig import load_nuscenes_sample_rig
 from scaocc_ros import node as node_module
+from scaocc_ros import qos
 from scaocc_ros.node import OccNode
 from scaocc_ros.pipeline import StartupError
 
@@ -40,8 +42,8 @@ ROOT = Path(__file__).resolve().parents[2]
 PARAMS = ROOT / "config" / "occ_node.yaml"
 CAMS = ["cam_front_left", "cam_front", "cam_front_right", "cam_back_left", "cam_back", "cam_back_right"]
 RIG = load_nuscenes_sample_rig().resized(90, 160)
-OUTPUTS = {"voxels": SemanticVoxelGrid, "points": PointCloud2, "markers": MarkerArray, "bev": OccupancyGrid,
-           "calibration_offsets": CameraCalibrationOffsetArray}
+OUTPUTS = {"voxels": SemanticVoxelGrid, "points": PointCloud2, "obstacles": PointCloud2, "markers": MarkerArray,
+           "bev": OccupancyGrid, "calibration_offsets": CameraCalibrationOffsetArray}
 
 
 class Car(Node):
@@ -51,8 +53,8 @@ class Car(Node):
         super().__init__("test_car", context=context)
         self.compressed = compressed
         kind, suffix = (CompressedImage, "image/compressed") if compressed else (Image, "image")
-        self.images = {c: self.create_publisher(kind, f"{c}/{suffix}", qos_profile_sensor_data) for c in CAMS}
-        self.infos = {c: self.create_publisher(CameraInfo, f"{c}/camera_info", qos_profile_sensor_data) for c in CAMS}
+        self.images = {c: self.create_publisher(kind, f"{c}/{suffix}", qos.CAMERA_PUBLISHER) for c in CAMS}
+        self.infos = {c: self.create_publisher(CameraInfo, f"{c}/camera_info", qos.CAMERA_PUBLISHER) for c in CAMS}
         latched = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE,
                              durability=DurabilityPolicy.TRANSIENT_LOCAL)
         self.tf_static = self.create_publisher(TFMessage, "/tf_static", latched)
@@ -110,18 +112,21 @@ def make(ros_context: Context) -> Iterator[Callable[..., tuple[OccNode, Car, Sin
             params.append(Parameter("image_transport", value="compressed"))
         occ = OccNode(context=ros_context, cli_args=["--ros-args", "--params-file", str(PARAMS)],
                       parameter_overrides=params)
+        created.append((occ,))
+        if occ.trigger_configure() != TransitionCallbackReturn.SUCCESS:
+            raise StartupError(occ.configure_error)
+        assert occ.trigger_activate() == TransitionCallbackReturn.SUCCESS
         car = Car(ros_context, compressed)
         ex = SingleThreadedExecutor(context=ros_context)
         ex.add_node(occ)
         ex.add_node(car)
-        created.append((occ, car))
+        created.append((car,))
         until(ex, lambda: all(p.get_subscription_count() > 0 for p in [*car.images.values(), *car.infos.values()]))
         return occ, car, ex
 
     yield build
-    for occ, car in created:
-        occ.destroy_node()
-        car.destroy_node()
+    for (node,) in created:
+        node.destroy_node()
 
 
 def until(ex: SingleThreadedExecutor, cond: Callable[[], bool], timeout: float = 20.0) -> None:
@@ -367,7 +372,7 @@ def test_launch_parameters_are_declared_and_in_the_yaml(make: Callable[..., Any]
         assert name in yaml_params, f"launch file sets {name!r}, missing from config/occ_node.yaml"
 
 
-def test_startup_errors_are_one_clear_line(make: Callable[..., Any], ros_context: Context) -> None:
+def test_configure_errors_are_one_clear_line(make: Callable[..., Any], ros_context: Context) -> None:
     with pytest.raises(StartupError, match="backend 'onnxruntime' needs model_path"):
         make(backend="onnxruntime")
     with pytest.raises(StartupError, match="model expects 6 cameras"):
@@ -384,5 +389,5 @@ def test_run_reports_a_bad_parameter(tmp_path: Path, capsys: pytest.CaptureFixtu
     parser = __import__("argparse").ArgumentParser()
     node_module.add_arguments(parser)
     assert node_module.run(parser.parse_args(["--params", str(path), "--ros-args", "-p", "sync_slop_s:=0.1"])) == 1
-    assert "device='tpu' must be one of ['cpu', 'cuda']" in capsys.readouterr().err
+    assert "device='tpu' must be one of ['auto', 'cpu', 'cuda']" in capsys.readouterr().err
     assert not rclpy.ok()  # the default context was shut down again
