@@ -33,6 +33,7 @@ import numpy as np
 from visualization_msgs.msg import MarkerArray
 
 from scaocc_core.config import load_config
+from scaocc_core.device import resolve_device
 from scaocc_core.predictor import Predictor, PredictorInput
 from scaocc_ros import convert, headers, outputs
 from scaocc_ros.calibration import CalibrationError, StaticTransformTree, pose_to_matrix
@@ -54,16 +55,17 @@ def load_predictor(params: NodeParams, share_dir: Path | None = None) -> tuple[P
     """The predictor the parameters ask for, plus notes for diagnostics; raises :class:`StartupError`.
 
     Relative model paths are looked up from the working directory, then ``share_dir`` (the
-    installed package's share directory), then the repository.
+    installed package's share directory), then the repository. ``device: auto`` is resolved here.
     """
     try:
+        device = resolve_device(params.device)
         if params.model_path:
             path = resolve_file(params.model_path, share_dir)
-            return Predictor.from_checkpoint(path, device=params.device, backend=params.backend), []
+            return Predictor.from_checkpoint(path, device=device, backend=params.backend), []
         if params.backend != "torch":
             raise StartupError(f"backend {params.backend!r} needs model_path (an exported model)")
         cfg = load_config(resolve_file(params.model_config, share_dir))
-        return Predictor.from_config(cfg, device=params.device), [f"random weights ({cfg.name}): no model_path"]
+        return Predictor.from_config(cfg, device=device), [f"random weights ({cfg.name}): no model_path"]
     except StartupError:
         raise
     except Exception as exc:  # noqa: BLE001 - any failure to load is reported in one line

@@ -6,9 +6,11 @@ receive time): the same checks, calibration, synchronisation, decoding, placehol
 missing cameras, predictor and outputs as ``occ_node``, configured by the same parameters
 (``--params``, a node parameters YAML, and ``-p NAME:=VALUE`` overrides as on the node).
 Every set's outputs are written (rosbags CDR) as
-``/occ_node/{voxels,points,markers,bev,calibration_offsets}`` into a new MCAP bag, logged at
-the log time of the message that completed the set. Unlike the live node, no set is dropped
-for a newer one (nothing runs against the clock). rclpy is never imported.
+``/occ_node/{voxels,points,obstacles,markers,bev,calibration_offsets}`` (those switched on)
+into a new MCAP bag, logged at the log time of the message that completed the set. The bag's
+``/tf_static`` and ``/tf`` feed the extrinsics, motion compensation and ``output_frame`` as on
+the node. Unlike the live node, no set is dropped for a newer one (nothing runs against the
+clock). rclpy is never imported.
 
 Example (extrinsics from the bag's ``/tf_static`` instead of the YAML)::
 
@@ -30,7 +32,8 @@ from tqdm import tqdm
 
 from scaocc_core.deploy.backends import BACKENDS
 from scaocc_ros.params import ParamError, from_yaml
-from scaocc_ros.pipeline import CameraSetPipeline, SetOutputs, StartupError, load_predictor
+from scaocc_ros.pipeline import CameraSetPipeline, StartupError, load_predictor
+from scaocc_ros.set_outputs import SetOutputs
 from scaocc_ros.tools import ros_types
 from scaocc_ros.tools.bag_synth import BagWriter
 
@@ -39,7 +42,8 @@ ROOT = Path(__file__).resolve().parents[2]
 OUTPUT_NAMESPACE = "/occ_node"
 #: Output name -> message type of its topic.
 OUTPUT_TYPES = {"voxels": "scaocc_msgs/msg/SemanticVoxelGrid", "points": "sensor_msgs/msg/PointCloud2",
-                "markers": "visualization_msgs/msg/MarkerArray", "bev": "nav_msgs/msg/OccupancyGrid",
+                "obstacles": "sensor_msgs/msg/PointCloud2", "markers": "visualization_msgs/msg/MarkerArray",
+                "bev": "nav_msgs/msg/OccupancyGrid",
                 "calibration_offsets": "scaocc_msgs/msg/CameraCalibrationOffsetArray"}
 
 
@@ -73,9 +77,9 @@ def infer_bag(bag: Path, out: Path, pipeline: CameraSetPipeline, overwrite: bool
     counts = InferCounts()
     with AnyReader([Path(bag)], default_typestore=ros_types.typestore()) as reader, \
             BagWriter(out, overwrite) as writer:
-        use_tf = pipeline.params.extrinsics_source == "tf"
-        wanted = [c for c in reader.connections
-                  if c.topic in images or c.topic in infos or (use_tf and c.topic == "/tf_static")]
+        p = pipeline.params
+        tf_topics = {"/tf_static"} | ({"/tf"} if p.motion_compensation or p.output_frame else set())
+        wanted = [c for c in reader.connections if c.topic in images or c.topic in infos or c.topic in tf_topics]
         missing = sorted(set(images) - {c.topic for c in wanted})
         if len(missing) == len(images):
             raise BagInferError(f"{bag} has none of the image topics {sorted(images)} "
@@ -87,8 +91,8 @@ def infer_bag(bag: Path, out: Path, pipeline: CameraSetPipeline, overwrite: bool
         for conn, log_time, raw in tqdm(reader.messages(connections=wanted), total=total, desc="infer",
                                         unit="msg", file=sys.stderr):
             msg = reader.deserialize(raw, conn.msgtype)
-            if conn.topic == "/tf_static":
-                pipeline.on_tf_static(msg)
+            if conn.topic in tf_topics:
+                (pipeline.on_tf_static if conn.topic == "/tf_static" else pipeline.on_tf)(msg)
                 continue
             if conn.topic in infos:
                 sets = pipeline.on_camera_info(infos[conn.topic], msg, log_time)

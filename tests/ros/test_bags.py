@@ -28,7 +28,7 @@ from tests.fixtures import tiny_checkpoint
 
 FRAMES, RATE, START = 3, 10.0, 1_700_000_000
 WORLD = ["--frames", str(FRAMES), "--rate", str(RATE), "--resolution", "64x176", "--seed", "3"]
-OUTPUTS = {"voxels", "points", "markers", "bev", "calibration_offsets"}
+OUTPUTS = {"voxels", "points", "obstacles", "markers", "bev", "calibration_offsets"}
 
 
 def read_bag(path: Path) -> dict[str, list[tuple[int, Any]]]:
