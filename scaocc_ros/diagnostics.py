@@ -167,8 +167,9 @@ def _kv(key: str, value: object) -> KeyValue:
 
 
 def diagnostic_statuses(stats: NodeStats, sync: ApproximateTimeSync[object], now_ns: int,
-                        limits: Thresholds, prefix: str = "occ_node") -> list[DiagnosticStatus]:
-    """The four statuses: inputs, synchronisation, inference and calibration."""
+                        limits: Thresholds, prefix: str) -> list[DiagnosticStatus]:
+    """The four statuses: inputs, synchronisation, inference and calibration, named
+    ``<prefix>: <status>`` (the node passes its own name, so two instances never collide)."""
     report = stats.report(now_ns)
     return [_inputs(report, sync, now_ns, limits, prefix), _sync(sync, prefix), _inference(report, prefix),
             _calibration(report, limits, prefix)]

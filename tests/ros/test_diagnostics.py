@@ -14,7 +14,7 @@ LIMITS = Thresholds(calibration_deg=1.0, calibration_m=0.1, min_cameras=1, camer
 
 
 def statuses(stats: NodeStats, sync: ApproximateTimeSync[object], now: int) -> dict[str, DiagnosticStatus]:
-    return {s.name.split(": ")[1]: s for s in diagnostic_statuses(stats, sync, now, LIMITS)}
+    return {s.name.split(": ")[1]: s for s in diagnostic_statuses(stats, sync, now, LIMITS, "occ_node")}
 
 
 def values(status: DiagnosticStatus) -> dict[str, str]:
@@ -66,11 +66,11 @@ def test_late_and_dropped_inputs_warn_above_their_thresholds_naming_the_camera()
         stats.received("b", t)
     stats.malformed_message("b", "late")
     stats.malformed_message("b", "duplicate")
-    ok = {s.name: s for s in diagnostic_statuses(stats, sync, 1, limits)}["occ_node: inputs"]
+    ok = {s.name: s for s in diagnostic_statuses(stats, sync, 1, limits, "occ_node")}["occ_node: inputs"]
     assert ok.level == DiagnosticStatus.OK  # 2 late/duplicate: not above 2
     for _ in range(3):
         stats.malformed_message("b", "late")
     stats.no_extrinsics("a")
-    warn = {s.name: s for s in diagnostic_statuses(stats, sync, 2, limits)}["occ_node: inputs"]
+    warn = {s.name: s for s in diagnostic_statuses(stats, sync, 2, limits, "occ_node")}["occ_node: inputs"]
     assert warn.level == DiagnosticStatus.WARN
     assert "b: 3 late since the last report" in warn.message and "a: 1 no_extrinsics" in warn.message
