@@ -5,6 +5,11 @@ the equivalent is ``scaocc node --params config/occ_node.yaml --model PATH --ros
 Camera topics are relative in the node (``<cam>/image``, ``<cam>/camera_info``). The cameras
 are the ``camera_names`` of ``params_file`` (any number, any names); each is remapped to
 ``<camera_ns>/<cam>/<image_topic>`` (and ``/compressed``) and ``<camera_ns>/<cam>/camera_info``.
+
+The node is a managed (lifecycle) node, started with ``autostart: false``: with
+``autostart:=true`` (the default) this file emits its configure transition, then activate
+once it is inactive; with ``autostart:=false`` it stays unconfigured for a lifecycle manager
+(``nav2_lifecycle_manager``, ``ros2 lifecycle set /occ_node configure``).
 """
 
 import os
@@ -12,10 +17,14 @@ from pathlib import Path
 
 import yaml
 from ament_index_python.packages import get_package_share_directory
-from launch.actions import DeclareLaunchArgument, OpaqueFunction
+from launch.actions import DeclareLaunchArgument, EmitEvent, OpaqueFunction, RegisterEventHandler
+from launch.events import matches_action
 from launch.launch_context import LaunchContext
 from launch.substitutions import LaunchConfiguration
-from launch_ros.actions import Node
+from launch_ros.actions import LifecycleNode
+from launch_ros.event_handlers import OnStateTransition
+from launch_ros.events.lifecycle import ChangeState
+from lifecycle_msgs.msg import Transition
 
 from launch import LaunchDescription
 
@@ -52,18 +61,31 @@ def remappings(cameras: list[str], camera_ns: str, image_topic: str) -> list[tup
     return out
 
 
-def launch_node(context: LaunchContext) -> list[Node]:
-    """The node, with everything resolved from the launch arguments (run by ``OpaqueFunction``)."""
+def transitions(node: LifecycleNode) -> list[object]:
+    """Configure ``node`` now and activate it when it reaches inactive (what autostart emits)."""
+
+    def change(transition_id: int) -> EmitEvent:
+        return EmitEvent(event=ChangeState(lifecycle_node_matcher=matches_action(node), transition_id=transition_id))
+
+    return [RegisterEventHandler(OnStateTransition(target_lifecycle_node=node, goal_state="inactive",
+                                                   entities=[change(Transition.TRANSITION_ACTIVATE)])),
+            change(Transition.TRANSITION_CONFIGURE)]
+
+
+def launch_node(context: LaunchContext) -> list[object]:
+    """The node, and its transitions when autostarted, with everything resolved from the launch
+    arguments (run by ``OpaqueFunction``)."""
 
     def arg(name: str) -> str:
         return LaunchConfiguration(name).perform(context)
 
     params_file = arg("params_file")
     cameras = camera_names(params_file)
-    return [Node(
+    node = LifecycleNode(
         package="scaocc_ros",
         executable="occ_node",
         name=NODE_NAME,
+        namespace="",
         output="screen",
         emulate_tty=True,
         parameters=[
@@ -75,10 +97,12 @@ def launch_node(context: LaunchContext) -> list[Node]:
                 "image_transport": arg("image_transport"),
                 "extrinsics_source": arg("extrinsics_source"),
                 "use_sim_time": is_true(arg("use_sim_time")),
+                "autostart": False,  # the transitions come from here or from a lifecycle manager
             },
         ],
         remappings=remappings(cameras, arg("camera_ns"), arg("image_topic")),
-    )]
+    )
+    return [node, *(transitions(node) if is_true(arg("autostart")) else [])]
 
 
 def generate_launch_description() -> LaunchDescription:
@@ -93,6 +117,9 @@ def generate_launch_description() -> LaunchDescription:
         DeclareLaunchArgument("backend", default_value="torch", description="torch, onnxruntime or tensorrt"),
         DeclareLaunchArgument("image_transport", default_value="compressed", description="raw or compressed"),
         DeclareLaunchArgument("extrinsics_source", default_value="tf", description="params or tf"),
+        DeclareLaunchArgument("autostart", default_value="true",
+                              description="configure and activate the managed node (false: leave that to a "
+                                          "lifecycle manager)"),
         DeclareLaunchArgument("use_sim_time", default_value="false",
                               description="use /clock (bag replay); true/True/1 (any case)"),
         DeclareLaunchArgument("camera_ns", default_value="/sensors/cameras",

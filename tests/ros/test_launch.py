@@ -41,6 +41,22 @@ class _Node(_Recorded):
     pass
 
 
+class _EmitEvent(_Recorded):
+    pass
+
+
+class _RegisterEventHandler(_Recorded):
+    pass
+
+
+class _OnStateTransition(_Recorded):
+    pass
+
+
+class _ChangeState(_Recorded):
+    pass
+
+
 class _LaunchContext:
     def __init__(self) -> None:
         self.launch_configurations: dict[str, str] = {}
@@ -65,11 +81,16 @@ def launch_module(monkeypatch: pytest.MonkeyPatch) -> types.ModuleType:
     stubs = {
         "launch": _module("launch", LaunchDescription=_LaunchDescription),
         "launch.actions": _module("launch.actions", DeclareLaunchArgument=_DeclareLaunchArgument,
-                                  OpaqueFunction=_OpaqueFunction),
+                                  OpaqueFunction=_OpaqueFunction, EmitEvent=_EmitEvent,
+                                  RegisterEventHandler=_RegisterEventHandler),
+        "launch.events": _module("launch.events", matches_action=lambda action: ("matches", action)),
         "launch.launch_context": _module("launch.launch_context", LaunchContext=_LaunchContext),
         "launch.substitutions": _module("launch.substitutions", LaunchConfiguration=_LaunchConfiguration),
         "launch_ros": _module("launch_ros"),
-        "launch_ros.actions": _module("launch_ros.actions", Node=_Node),
+        "launch_ros.actions": _module("launch_ros.actions", LifecycleNode=_Node),
+        "launch_ros.event_handlers": _module("launch_ros.event_handlers", OnStateTransition=_OnStateTransition),
+        "launch_ros.events": _module("launch_ros.events"),
+        "launch_ros.events.lifecycle": _module("launch_ros.events.lifecycle", ChangeState=_ChangeState),
         "ament_index_python": _module("ament_index_python"),
         "ament_index_python.packages": _module("ament_index_python.packages",
                                                get_package_share_directory=lambda package: str(ROOT)),
@@ -84,7 +105,14 @@ def launch_module(monkeypatch: pytest.MonkeyPatch) -> types.ModuleType:
 
 
 def launch(mod: types.ModuleType, **arguments: str) -> tuple[dict[str, str], _Node]:
-    """The resolved launch arguments and the one Node the description starts."""
+    """The resolved launch arguments and the one (lifecycle) node the description starts."""
+    config, entities = launch_entities(mod, **arguments)
+    (node,) = [e for e in entities if isinstance(e, _Node)]
+    return config, node
+
+
+def launch_entities(mod: types.ModuleType, **arguments: str) -> tuple[dict[str, str], list[Any]]:
+    """The resolved launch arguments and everything the OpaqueFunction returns."""
     ld = mod.generate_launch_description()
     (entities,) = ld.args
     context = _LaunchContext()
@@ -95,8 +123,7 @@ def launch(mod: types.ModuleType, **arguments: str) -> tuple[dict[str, str], _No
     assert not unknown, f"not launch arguments: {unknown}"
     context.launch_configurations.update(arguments)
     (opaque,) = [e for e in entities if isinstance(e, _OpaqueFunction)]
-    (node,) = opaque.kwargs["function"](context)
-    return context.launch_configurations, node
+    return context.launch_configurations, opaque.kwargs["function"](context)
 
 
 def overrides(node: _Node) -> dict[str, Any]:
@@ -157,3 +184,25 @@ def test_params_file_without_cameras_uses_the_node_default(launch_module: types.
 def test_the_launch_file_holds_no_camera_list() -> None:
     text = LAUNCH_FILE.read_text()
     assert "cam_front" not in text and "CAMERAS" not in text
+
+
+def test_autostart_emits_configure_then_activate(launch_module: types.ModuleType) -> None:
+    from lifecycle_msgs.msg import Transition
+
+    _, entities = launch_entities(launch_module)
+    node, handler, configure = entities
+    assert overrides(node)["autostart"] is False  # the node itself never self-starts under launch
+    assert isinstance(configure, _EmitEvent)
+    assert configure.kwargs["event"].kwargs == {"lifecycle_node_matcher": ("matches", node),
+                                                "transition_id": Transition.TRANSITION_CONFIGURE}
+    on_inactive = handler.args[0]
+    assert isinstance(handler, _RegisterEventHandler) and isinstance(on_inactive, _OnStateTransition)
+    assert on_inactive.kwargs["target_lifecycle_node"] is node and on_inactive.kwargs["goal_state"] == "inactive"
+    (activate,) = on_inactive.kwargs["entities"]
+    assert activate.kwargs["event"].kwargs["transition_id"] == Transition.TRANSITION_ACTIVATE
+
+
+def test_without_autostart_a_lifecycle_manager_drives_it(launch_module: types.ModuleType) -> None:
+    _, entities = launch_entities(launch_module, autostart="False")
+    (node,) = entities
+    assert isinstance(node, _Node) and overrides(node)["autostart"] is False

@@ -349,11 +349,11 @@ def quaternion_xyzw(R: np.ndarray) -> list[float]:
 
 
 def launch_parameter_names() -> set[str]:
-    """Keys of the parameter dicts given to Node(...) in launch/occ.launch.py (parsed, not imported)."""
+    """Keys of the parameter dicts given to (Lifecycle)Node(...) in launch/occ.launch.py (parsed, not imported)."""
     tree = ast.parse((ROOT / "launch" / "occ.launch.py").read_text())
     names: set[str] = set()
     for call in ast.walk(tree):
-        if isinstance(call, ast.Call) and getattr(call.func, "id", None) == "Node":
+        if isinstance(call, ast.Call) and getattr(call.func, "id", None) in ("Node", "LifecycleNode"):
             for kw in call.keywords:
                 if kw.arg == "parameters":
                     for d in ast.walk(kw.value):
