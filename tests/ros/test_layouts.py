@@ -148,7 +148,7 @@ def test_every_topic_of_the_layout_is_on_the_node(layout: str) -> None:
 @pytest.mark.parametrize("layout", sorted(LAYOUTS))
 def test_layout_shows_the_cameras_and_outputs(layout: str) -> None:
     topics = set(LAYOUTS[layout])
-    wanted = {f"/{NODE_NAME}/{name}" for name in ("points", "markers", "bev")}
+    wanted = {f"/{NODE_NAME}/{name}" for name in ("points", "obstacles", "markers", "bev")}
     wanted |= {f"/{cam}/image" for cam in PARAMS["camera_names"]}
     assert wanted <= topics, sorted(wanted - topics)
 
@@ -156,3 +156,9 @@ def test_layout_shows_the_cameras_and_outputs(layout: str) -> None:
 def test_layouts_use_the_output_frame() -> None:
     assert RVIZ["Visualization Manager"]["Global Options"]["Fixed Frame"] == PARAMS["ego_frame"]
     assert FOXGLOVE["configById"]["3D!occ"]["followTf"] == PARAMS["ego_frame"]
+
+
+def test_rviz_asks_for_the_bev_as_published() -> None:
+    """~/bev is transient local (a late RViz, like Nav2's static layer, gets the newest grid)."""
+    (bev,) = [d for d in RVIZ["Visualization Manager"]["Displays"] if d.get("Class") == "rviz_default_plugins/Map"]
+    assert bev["Topic"]["Durability Policy"] == "Transient Local" and bev["Topic"]["Value"] == f"/{NODE_NAME}/bev"
