@@ -387,6 +387,13 @@ def profile(name: str, device: torch.device, precision: str, iters: int, small: 
         dev = getattr(e, "device_time_total", getattr(e, "cuda_time_total", 0.0))
         lines.append(f"  {e.key[7:]:<14} cpu {e.cpu_time_total / 1e3 / iters:8.2f}"
                      + (f"   device {dev / 1e3 / iters:8.2f}" if device.type == "cuda" else ""))
+    self_key = "self_device_time_total" if device.type == "cuda" else "self_cpu_time_total"
+    total = sum(getattr(e, self_key, 0.0) for e in events) / 1e3 / iters
+    inside = sum((getattr(e, "device_time_total", 0.0) if device.type == "cuda" else e.cpu_time_total)
+                 for e in stages) / 1e3 / iters
+    lines.append(f"  {'total':<14} {total:8.2f} ms per run ({'device' if device.type == 'cuda' else 'cpu'} self "
+                 f"time of all operators); outside the stages {total - inside:.2f} ms (splatting, the graph's "
+                 f"argmax + confidence, copies)")
     lines.append(f"\noperators by {key}:")
     lines.append(events.table(sort_by=key, row_limit=25, max_name_column_width=60))
     stats = io.StringIO()
@@ -414,7 +421,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=4, help="train: batch size (the GPU recipe's 4)")
     parser.add_argument("--reps", type=int, default=6, help="train: timed steps of each variant; pre: runs")
     parser.add_argument("--amp", default="bf16", choices=("bf16", "fp16", "none"), help="train: autocast on CUDA")
-    parser.add_argument("--precision", default="fp16", help="profile: fp32, fp16 or bf16 (CUDA)")
+    parser.add_argument("--precision", default=None, help="profile: fp32, fp16 or bf16 (default: fp16 on CUDA, fp32)")
     parser.add_argument("--iters", type=int, default=5, help="profile: runs profiled")
     parser.add_argument("--copy-mib", type=int, default=2048, help="pool: size of the copy measuring the peak")
     parser.add_argument("--json", type=Path, default=None, help="train/pool/pre: write the result here")
@@ -425,7 +432,8 @@ def main() -> None:
         os.environ.setdefault("TRITON_INTERPRET", "1")  # before pool_triton is imported
     t0 = time.perf_counter()
     if args.what == "profile":
-        print(profile(args.config, device, args.precision, args.iters, args.small, args.out))
+        precision = args.precision or ("fp16" if device.type == "cuda" else "fp32")
+        print(profile(args.config, device, precision, args.iters, args.small, args.out))
         return
     cfg = config(args.config, args.small)
     if args.what == "train":
