@@ -25,8 +25,10 @@ TRAINED = Path(os.environ.get("SCAOCC_CUDA_CHECKPOINT", ROOT / "models" / "scaoc
 ON_CUDA = torch.cuda.is_available()
 DRY = not ON_CUDA and os.environ.get("SCAOCC_CUDA_DRY") == "1"
 
-if DRY:
-    os.environ.setdefault("TRITON_INTERPRET", "1")  # read when the kernel is decorated, i.e. on import
+if not ON_CUDA:
+    # Read when the kernel is decorated, i.e. on import: without a GPU the kernel module must be
+    # the interpreter's, also for tests/test_pool_kernel.py when it runs after this suite is collected.
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 
 
 def needs_cuda() -> None:
