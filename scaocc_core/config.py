@@ -164,10 +164,15 @@ class VoxelNetConfig:
 
 @dataclass(frozen=True)
 class LossConfig:
-    """Loss weights. ``causal_feature`` picks where the causal loss reads 3D features."""
+    """Loss weights. ``causal_feature`` picks where the causal loss reads 3D features.
+
+    ``lovasz_voxels`` > 0 scores the Lovasz term on that many visible voxels drawn uniformly
+    per step (0 = all of them); cross-entropy always uses every visible voxel.
+    """
 
     ce_weight: float = 1.0
     lovasz_weight: float = 1.0
+    lovasz_voxels: int = 0
     depth_weight: float = 0.0
     causal_weight: float = 0.0
     causal_feature: str = "propagated"
@@ -179,7 +184,7 @@ class LossConfig:
             raise ConfigError(
                 f"loss.causal_feature must be splat or propagated, got {self.causal_feature!r}"
             )
-        for name in ("ce_weight", "lovasz_weight", "depth_weight", "causal_weight"):
+        for name in ("ce_weight", "lovasz_weight", "depth_weight", "causal_weight", "lovasz_voxels"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"loss.{name} must be >= 0")
 

@@ -16,6 +16,7 @@ from scaocc_core.causal import (
 )
 from scaocc_core.config import LiftConfig
 from scaocc_core.grid import FREE, IGNORE
+from scaocc_core.losses import lovasz_softmax, lovasz_softmax_reference
 from scaocc_core.model.causal_occ import CausalOcc
 
 from .fixtures import camera_inputs, micro_config
@@ -103,3 +104,13 @@ def test_training_only_the_depth_head_reduces_the_causal_loss():
         opt.step()
         losses.append(float(loss.detach()))
     assert sum(losses[-5:]) / 5 < 0.8 * losses[0], losses
+
+
+def test_vectorised_lovasz_equals_the_per_class_loop():
+    g = torch.Generator().manual_seed(3)
+    probs = torch.rand(500, 18, generator=g, dtype=torch.float64).softmax(-1).requires_grad_(True)
+    labels = torch.randint(0, 18, (500,), generator=g)
+    labels[labels == 7] = 3  # an absent class
+    fast, ref = lovasz_softmax(probs, labels), lovasz_softmax_reference(probs, labels)
+    torch.testing.assert_close(fast, ref)
+    torch.testing.assert_close(torch.autograd.grad(fast, probs)[0], torch.autograd.grad(ref, probs)[0])

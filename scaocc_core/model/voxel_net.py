@@ -130,15 +130,37 @@ def conv_bn_relu(cin: int, cout: int, k: int = 3, stride: int = 1) -> nn.Sequent
     return nn.Sequential(conv, nn.BatchNorm3d(cout), nn.ReLU(inplace=True))
 
 
+class SubVoxelHead(nn.Module):
+    """Class logits of the f^3 output voxels inside every feature voxel, from its features.
+
+    A per-voxel MLP (``Cin -> hidden -> f^3 K``, FlashOcc's channel-to-height in 3D) run as
+    matrix products on channels-last features, so sub-voxel structure (a road surface in the
+    lower half of a coarse voxel) is learnt, not interpolated, and nothing runs at the output
+    resolution but one reshape. ``b Cin X' Y' Z'`` -> ``b K fX' fY' fZ'``.
+    """
+
+    def __init__(self, in_channels: int, num_classes: int, factor: int, hidden: int = 32) -> None:
+        super().__init__()
+        self.factor, self.num_classes = factor, num_classes
+        self.mlp = nn.Sequential(nn.Linear(in_channels, hidden), nn.ReLU(inplace=True),
+                                 nn.Linear(hidden, factor**3 * num_classes))
+
+    def forward(self, x: Tensor) -> Tensor:
+        """``x``: b Cin X' Y' Z' -> logits b K X Y Z."""
+        b, _, X, Y, Z = x.shape
+        f, K = self.factor, self.num_classes
+        y = self.mlp(x.permute(0, 2, 3, 4, 1))  # b X' Y' Z' (K f f f)
+        y = y.view(b, X, Y, Z, K, f, f, f).permute(0, 4, 1, 5, 2, 6, 3, 7)  # b K X' f Y' f Z' f
+        return y.reshape(b, K, X * f, Y * f, Z * f)
+
+
 class VoxelEncoderDecoder(nn.Module):
     """A light 3D U-Net followed by the per-voxel class head.
 
     The feature grid only gets a 1x1x1 projection and one 3x3x3 fusion convolution; the
     residual blocks run at strides 2, 4, ... where they are 8x, 64x cheaper. With
-    ``upsample`` = f > 1 the head first maps every feature voxel to its f^3 output voxels
-    with a learnt transposed convolution (kernel = stride = f), so sub-voxel structure (a
-    road surface in the lower half of a coarse voxel) is learnt, not interpolated.
-    Input ``b Cin X' Y' Z'`` -> logits ``b K X Y Z`` (X = f X', K = 18 classes).
+    ``upsample`` = f > 1 the head is :class:`SubVoxelHead`. Input ``b Cin X' Y' Z'`` ->
+    logits ``b K X Y Z`` (X = f X', K = 18 classes).
     """
 
     def __init__(self, in_channels: int, cfg: VoxelNetConfig, num_classes: int = NUM_CLASSES) -> None:
@@ -155,10 +177,7 @@ class VoxelEncoderDecoder(nn.Module):
         )
         self.fuse = nn.ModuleList(conv_bn_relu(ch[i], ch[i]) for i in range(len(ch) - 1))
         f = cfg.upsample
-        self.head = nn.Conv3d(ch[0], num_classes, 1) if f == 1 else nn.Sequential(
-            nn.ConvTranspose3d(ch[0], ch[0], f, f, bias=False), nn.BatchNorm3d(ch[0]), nn.ReLU(inplace=True),
-            nn.Conv3d(ch[0], num_classes, 1),
-        )
+        self.head: nn.Module = nn.Conv3d(ch[0], num_classes, 1) if f == 1 else SubVoxelHead(ch[0], num_classes, f)
         self.channels_last = cfg.channels_last
 
     def forward(self, x: Tensor) -> Tensor:
