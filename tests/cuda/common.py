@@ -83,3 +83,15 @@ def synthetic_targets(cfg: ModelConfig, device: torch.device, seed: int = 0, bat
     depth2d = (rng.random((batch, n, H, W)) * 40 + 1).astype(np.float32)
     return Targets(torch.from_numpy(sem), torch.ones(batch, X, Y, Z, dtype=torch.bool), None,
                    torch.from_numpy(sem2d), torch.from_numpy(depth2d)).to(device)
+
+
+def varied_model(cfg: ModelConfig, seed: int) -> torch.nn.Module:
+    """A random model whose labels vary (variance-preserving weights), so agreement is not trivial."""
+    from scaocc_core.model.causal_occ import CausalOcc
+
+    torch.manual_seed(seed)
+    model = CausalOcc(cfg).eval()
+    for module in model.modules():
+        if isinstance(module, (torch.nn.Conv2d, torch.nn.Conv3d, torch.nn.Linear)):
+            torch.nn.init.kaiming_normal_(module.weight, nonlinearity="relu")
+    return model

@@ -7,6 +7,7 @@ a random model labels almost everything one class and agreement would be trivial
 
 from __future__ import annotations
 
+import copy
 from functools import cache
 
 import numpy as np
@@ -14,8 +15,11 @@ import pytest
 import torch
 
 from scaocc_core.data.synthetic import SynthFrame, SynthSpec, render_frame
+from scaocc_core.deploy.backends import TorchEngine
+from scaocc_core.deploy.onnx_model import ExportMetadata
+from scaocc_core.deploy.parity import ring_rig
 from scaocc_core.predictor import Prediction, Predictor, PredictorInput, make_predictor
-from tests.cuda.common import TRAINED, needs_cuda
+from tests.cuda.common import TRAINED, model_config, needs_cuda, varied_model
 
 pytestmark = pytest.mark.cuda
 FREE = 17
@@ -93,7 +97,21 @@ def test_compiled_matches_eager(device: torch.device) -> None:
 
 
 def test_fused_pool_matches_reference_end_to_end(device: torch.device) -> None:
+    """The Triton kernel inside a whole model: a hard-pooling config (the scaocc ones pool softly)."""
     needs_cuda()  # the fused kernel is the CUDA default; on the CPU both are the reference
-    fused, plain = predictor(device), predictor(device, fused_pool=False)
-    inp = frame_input(102)
-    assert agreement(fused.predict(inp), plain.predict(inp)) >= 0.999
+    cfg = model_config("baseline_tiny")
+    assert cfg.lift.pooling == "hard"
+    model = varied_model(cfg, seed=3)
+    meta = ExportMetadata(cfg, "labels", "fp32")
+    fused = Predictor(TorchEngine(copy.deepcopy(model), str(device)), meta)
+    plain = Predictor(TorchEngine(copy.deepcopy(model), str(device), fused_pool=False), meta)
+    assert fused.engine.graph.model.fused_pool is not None  # type: ignore[attr-defined]
+    assert plain.engine.graph.model.fused_pool is None  # type: ignore[attr-defined]
+    n, H, W = cfg.image.num_cams, cfg.image.height, cfg.image.width
+    K, T = ring_rig(n, (H, W))
+    rng = np.random.default_rng(5)
+    inp = PredictorInput([rng.integers(0, 256, (H, W, 3), dtype=np.uint8) for _ in range(n)], K, T,
+                         np.ones(n, dtype=bool))
+    a, b = fused.predict(inp), plain.predict(inp)
+    assert len(np.unique(b.labels)) > 2, "degenerate model: agreement would be trivial"
+    assert agreement(a, b) >= 0.999
