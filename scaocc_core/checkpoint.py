@@ -55,7 +55,9 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for corrupt files
-        raise CheckpointError(f"cannot read checkpoint {path}: {type(exc).__name__}: {exc}") from exc
+        first = (str(exc).strip().splitlines() or [""])[0].split(". ")[0]
+        raise CheckpointError(f"cannot read checkpoint {path}: corrupt, truncated or not a PyTorch file "
+                              f"({type(exc).__name__}: {first})") from exc
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a scaocc checkpoint")
     if payload.get("version") != VERSION:

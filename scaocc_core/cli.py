@@ -77,7 +77,30 @@ def main(argv: list[str] | None = None) -> int:
                                   formatter_class=argparse.RawDescriptionHelpFormatter)
     module.add_arguments(sub)
     sub_args = sub.parse_args(rest)
-    return int(module.run(sub_args) or 0)
+    try:
+        return int(module.run(sub_args) or 0)
+    except Exception as exc:
+        if not isinstance(exc, bad_input_errors()):
+            raise
+        print(f"scaocc {args.command}: {one_line(exc)}", file=sys.stderr)
+        return 1
+
+
+def bad_input_errors() -> tuple[type[BaseException], ...]:
+    """Errors that mean a bad file or configuration (a corrupt or missing checkpoint, a config
+    with an unknown key or a wrong type, a missing file): one line and exit 1, no traceback."""
+    import yaml
+
+    from scaocc_core.checkpoint import CheckpointError
+    from scaocc_core.config import ConfigError
+
+    return CheckpointError, ConfigError, FileNotFoundError, IsADirectoryError, NotADirectoryError, yaml.YAMLError
+
+
+def one_line(exc: BaseException) -> str:
+    """The first line of an error message (torch and yaml messages run over many lines)."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return lines[0] if lines else type(exc).__name__
 
 
 if __name__ == "__main__":

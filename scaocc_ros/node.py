@@ -54,9 +54,10 @@ from tf2_msgs.msg import TFMessage
 from visualization_msgs.msg import MarkerArray
 
 from scaocc_core.device import resolve_device
-from scaocc_ros import node_params, qos
+from scaocc_ros import cdr, node_params, qos
 from scaocc_ros.calibration import offset_magnitudes
 from scaocc_ros.diagnostics import Thresholds, diagnostic_statuses
+from scaocc_ros.encodings import ConversionError
 from scaocc_ros.params import NodeParams, ParamError
 from scaocc_ros.pipeline import CameraFrame, CameraSetPipeline, StartupError, load_predictor
 from scaocc_ros.set_outputs import class_ids
@@ -144,8 +145,8 @@ class OccNode(LifecycleNode):
                 self._subs.append(self.create_subscription(CompressedImage, f"{cam}/image/compressed",
                                                            partial(self._on_image, cam), sensor))
             else:
-                self._subs.append(self.create_subscription(Image, f"{cam}/image", partial(self._on_image, cam),
-                                                           sensor))
+                self._subs.append(self.create_subscription(Image, f"{cam}/image", partial(self._on_raw_image, cam),
+                                                           sensor, raw=True))  # pixels not copied (cdr.py)
             self._subs.append(self.create_subscription(CameraInfo, f"{cam}/camera_info", partial(self._on_info, cam),
                                                        sensor))
         self._subs.append(self.create_subscription(TFMessage, "/tf_static", pipe.on_tf_static,
@@ -229,6 +230,16 @@ class OccNode(LifecycleNode):
     def _on_image(self, cam: str, msg: Image | CompressedImage) -> None:
         if self.pipeline is not None:
             self._submit(self.pipeline.on_image(cam, msg, self._now_ns()))
+
+    def _on_raw_image(self, cam: str, data: bytes) -> None:
+        if self.pipeline is None:
+            return
+        try:
+            msg = cdr.image_from_cdr(data)
+        except ConversionError as exc:
+            self.pipeline.reject(cam, "image", exc)
+            return
+        self._submit(self.pipeline.on_image(cam, msg, self._now_ns()))
 
     def _submit(self, sets: list[SyncedSet[CameraFrame]]) -> None:
         for s in sets:

@@ -146,7 +146,8 @@ class CameraSetPipeline:
         """Log ``text`` about ``cam`` unless this (camera, kind) was logged within ``warn_period_s``."""
         self.problems.report(cam, kind, text)
 
-    def _malformed(self, cam: str, kind: str, exc: Exception | str) -> None:
+    def reject(self, cam: str, kind: str, exc: Exception | str) -> None:
+        """Count one unusable message of ``cam`` and log it (rate-limited per camera and kind)."""
         self.stats.malformed_message(cam, kind)
         self.warn(cam, kind, f"skipped: {exc}")
 
@@ -162,7 +163,7 @@ class CameraSetPipeline:
                 raise convert.ConversionError(f"camera_info resolution {msg.width}x{msg.height} exceeds "
                                               f"max_image_pixels {self.params.max_image_pixels}")
         except convert.ConversionError as exc:
-            self._malformed(cam, "camera_info", exc)
+            self.reject(cam, "camera_info", exc)
             return []
         current = self.intrinsics.get(cam)
         if current is None or _fits(current, intr.frame_id, intr.image_hw):
@@ -178,7 +179,7 @@ class CameraSetPipeline:
         cand = self.candidates.pop(cam, None)
         if cand is not None:
             h, w = cand.image_hw
-            self._malformed(cam, "camera_info", f"camera_info {w}x{h} in frame {cand.frame_id!r} matched no image "
+            self.reject(cam, "camera_info", f"camera_info {w}x{h} in frame {cand.frame_id!r} matched no image "
                                                 f"({why})")
 
     def on_tf_static(self, msg: Any) -> None:
@@ -215,7 +216,7 @@ class CameraSetPipeline:
             kind = "oversize"
             headers.check_limits(msg, p.max_message_bytes, p.max_image_pixels, hw)
         except convert.ConversionError as exc:
-            self._malformed(cam, kind, exc)
+            self.reject(cam, kind, exc)
             return []
         return self._accept(cam, msg, hw, now_ns)
 
@@ -227,7 +228,7 @@ class CameraSetPipeline:
     def _mismatch(self, cam: str, msg: Any, hw: tuple[int, int], intr: convert.Intrinsics) -> None:
         frame = msg.header.frame_id
         kind = "size" if hw != intr.image_hw else "frame_id"
-        self._malformed(cam, kind, f"image {hw[1]}x{hw[0]} in frame {frame!r} does not match its camera_info "
+        self.reject(cam, kind, f"image {hw[1]}x{hw[0]} in frame {frame!r} does not match its camera_info "
                                    f"{intr.image_hw[1]}x{intr.image_hw[0]} in frame {intr.frame_id!r}")
 
     def _accept(self, cam: str, msg: Any, hw: tuple[int, int], now_ns: int,
@@ -269,9 +270,9 @@ class CameraSetPipeline:
         late, dup = st.late, st.duplicates
         sets = self.sync.add(cam, stamp_ns, frame, now_ns)
         if st.late > late:
-            self._malformed(cam, "late", f"stamp {stamp_ns / 1e9:.3f} is older than the camera's last set")
+            self.reject(cam, "late", f"stamp {stamp_ns / 1e9:.3f} is older than the camera's last set")
         elif st.duplicates > dup:
-            self._malformed(cam, "duplicate", f"stamp {stamp_ns / 1e9:.3f} was already received")
+            self.reject(cam, "duplicate", f"stamp {stamp_ns / 1e9:.3f} was already received")
         last = self.last_image_ns.get(cam)
         self.last_image_ns[cam] = now_ns
         for name, was, now in zip(self.names, self._active, self.sync.active()):
@@ -292,7 +293,7 @@ class CameraSetPipeline:
             convert.check_image_size(image, intr)
             return self.undistorter(image, intr), intr
         except convert.ConversionError as exc:
-            self._malformed(cam, "decode", exc)
+            self.reject(cam, "decode", exc)
             return None
 
     def _placeholder(self, cam: str) -> tuple[np.ndarray, np.ndarray, tuple[int, int]]:

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from rosbags.highlevel import AnyReader
+from rosbags.highlevel import AnyReader, AnyReaderError
 from tqdm import tqdm
 
 from scaocc_core.deploy.backends import BACKENDS
@@ -151,19 +151,32 @@ def overrides_of(args: argparse.Namespace) -> dict[str, Any]:
 
 def run(args: argparse.Namespace) -> int:
     """Entry point of ``scaocc bag infer``."""
+    last_problem: list[str] = []
+
+    def warn(text: str) -> None:
+        log.warning(text)
+        last_problem[:] = [text]
+
     try:
         params = from_yaml(args.params, overrides_of(args))
         predictor, _ = load_predictor(params)
         model = (f"checkpoint {params.model_path}" if params.model_path
                  else f"RANDOM WEIGHTS of {params.model_config} (no --checkpoint)")
         print(f"model: {model}", file=sys.stderr)
-        pipeline = CameraSetPipeline(predictor, params, ros_types.serialize)
+        pipeline = CameraSetPipeline(predictor, params, ros_types.serialize, warn)
         counts = infer_bag(args.bag, args.out, pipeline, args.overwrite)
     except (BagInferError, ParamError, StartupError, FileExistsError, FileNotFoundError) as exc:
         print(f"scaocc bag infer: {exc}", file=sys.stderr)
+        return 1
+    except AnyReaderError as exc:
+        print(f"scaocc bag infer: cannot read {args.bag} (truncated or corrupt?): {exc}", file=sys.stderr)
         return 1
     report = pipeline.stats.report(0)
     print(f"wrote {args.out}: {counts.sets} camera sets inferred from {counts.images} images "
           f"({params.image_transport}), {report.sets_skipped} skipped, {report.malformed_total} malformed messages; "
           f"model: {model}")
+    if counts.sets == 0:  # a run that produced nothing is a failure, with the reason
+        why = f"; last problem: {last_problem[0]}" if last_problem else ""
+        print(f"scaocc bag infer: no camera set was inferred from {counts.images} images{why}", file=sys.stderr)
+        return 1
     return 0

@@ -25,7 +25,7 @@ from rclpy.node import Node
 from rclpy.qos import QoSProfile
 from rclpy.serialization import deserialize_message
 from rclpy.time import Time
-from rosbags.highlevel import AnyReader
+from rosbags.highlevel import AnyReader, AnyReaderError
 from rosgraph_msgs.msg import Clock
 
 from scaocc_ros import qos
@@ -138,6 +138,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"played {n} messages from {args.bag}")
     except (BagPlayError, FileNotFoundError) as exc:
         print(f"scaocc bag play: {exc}", file=sys.stderr)
+        return 1
+    except AnyReaderError as exc:
+        print(f"scaocc bag play: cannot read {args.bag} (truncated or corrupt?): {exc}", file=sys.stderr)
         return 1
     except (KeyboardInterrupt, ExternalShutdownException):
         pass

@@ -97,7 +97,7 @@ def test_infer_takes_extrinsics_where_the_node_does(synth_bag: Path, tmp_path: P
         np.testing.assert_array_equal(np.asarray(grid.labels).reshape(50, 50, 4), expected.labels)
     out = tmp_path / "no_chain"
     assert scaocc(["bag", "infer", str(synth_bag), "--out", str(out), "--checkpoint", str(ckpt),
-                   "-p", "extrinsics_source:=tf", "-p", "ego_frame:=odom"]) == 0  # the bag has no odom -> cameras
+                   "-p", "extrinsics_source:=tf", "-p", "ego_frame:=odom"]) == 1  # the bag has no odom -> cameras
     assert "/occ_node/voxels" not in read_bag(out)
 
 
@@ -110,8 +110,10 @@ def test_infer_checks_stamps_like_the_node(tmp_path: Path, capsys: pytest.Captur
         for topic, msg in sm.frame_messages(frame, stamp, GridConfig()).all():
             writer.write(topic, msg, stamp + 6 * 10**9)  # max_age_s is 5
     ckpt = tiny_checkpoint(tmp_path / "micro.pt")
-    assert scaocc(["bag", "infer", str(bag), "--out", str(tmp_path / "o"), "--checkpoint", str(ckpt)]) == 0
-    assert "0 camera sets inferred from 6 images (raw), 0 skipped, 6 malformed" in capsys.readouterr().out
+    assert scaocc(["bag", "infer", str(bag), "--out", str(tmp_path / "o"), "--checkpoint", str(ckpt)]) == 1
+    captured = capsys.readouterr()
+    assert "0 camera sets inferred from 6 images (raw), 0 skipped, 6 malformed" in captured.out
+    assert "no camera set was inferred from 6 images; last problem: cam_" in captured.err  # nothing out: exit 1
     assert scaocc(["bag", "infer", str(bag), "--out", str(tmp_path / "o2"), "--checkpoint", str(ckpt),
                    "-p", "max_age_s:=10.0"]) == 0
     assert "1 camera sets inferred from 6 images" in capsys.readouterr().out
