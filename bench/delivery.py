@@ -40,7 +40,7 @@ def run(args: argparse.Namespace) -> dict[str, object]:
         with ChildProcesses(env, Path(args.logs)) as children:
             params = ["-p", f"image_reliability:={args.reliability}", "-p", f"image_qos_depth:={args.depth}"]
             pid = start_node(children, "node", "bench", args.transport, params)
-            feeder = Feeder("bench", SampleRig(), compressed)
+            feeder = Feeder("bench", SampleRig(), compressed, args.publisher_depth)
             if not spin_for([feeder], 120.0, lambda: feeder.ready() or children.procs["node"].poll() is not None) \
                     or not feeder.ready():
                 raise TimeoutError(f"occ_node did not subscribe:\n{children.log_tail('node')}")
@@ -56,6 +56,7 @@ def run(args: argparse.Namespace) -> dict[str, object]:
             spin_for([feeder], 4.0)  # the last diagnostics after the last image
             row = {"transport": args.transport, "rate_hz": args.rate, "achieved_rate_hz": round(tick / elapsed, 2),
                    "reliability": args.reliability, "depth": args.depth,
+                   "publisher_depth": args.publisher_depth,
                    "profile": env.get("FASTDDS_DEFAULT_PROFILES_FILE"), "seconds": args.seconds,
                    "node_rss_mb": rss_mb(pid), **summary_of(feeder)}
             feeder.destroy_node()
@@ -72,6 +73,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=30.0)
     parser.add_argument("--reliability", choices=("reliable", "best_effort"), default="reliable")
     parser.add_argument("--depth", type=int, default=5, help="image_qos_depth of the node")
+    parser.add_argument("--publisher-depth", type=int, default=5, help="history depth of the camera publishers")
     parser.add_argument("--profile", help="Fast DDS XML profile instead of config/fastdds_localhost.xml")
     parser.add_argument("--logs", default="/tmp/scaocc_delivery_logs")
     parser.add_argument("--json", type=Path, help="append the row to this JSON list")

@@ -180,13 +180,10 @@ def run_nuscenes(args: argparse.Namespace, children: ChildProcesses, out: Path) 
                                                               for p in images.values()), args.timeout):
                 raise TimeoutError(f"occ_node did not subscribe within {args.timeout} s")
             spin_while(recorder, children, lambda: True, 1.0)  # both ends of every topic matched
-            sent: list[int] = []
-            deadline = time.monotonic() + args.timeout
-            while recorder.outputs_received() == 0:  # resend once a second until the node answers
-                if time.monotonic() > deadline:
-                    raise TimeoutError(f"no occ_node output within {args.timeout} s")
-                sent.append(publish_nuscenes(recorder, sample_dir, images, infos))
-                spin_while(recorder, children, lambda: recorder.outputs_received() == 0, 1.0)
+            sent = [publish_nuscenes(recorder, sample_dir, images, infos)]  # once: reliable, full size
+            if not spin_while(recorder, children, lambda: recorder.outputs_received() == 0, args.timeout):
+                raise TimeoutError(f"no occ_node output within {args.timeout} s for the one set sent; "
+                                   f"the node's last problem: {last_problem(children.log_tail('node', 200))}")
             spin_while(recorder, children, lambda: True, 1.0)  # the other outputs of that set
             raw = dict(recorder.images)
         finally:
@@ -203,6 +200,16 @@ def run_nuscenes(args: argparse.Namespace, children: ChildProcesses, out: Path) 
             "sets_sent": len(sent), "frames_published": len(rec.predictions), **latency_stats(rec),
             "node_diagnostics": node_diagnostics(rec), "outputs_bag": str(bag_path),
             "pictures": [str(p) for p in pictures]}
+
+
+def last_problem(log_text: str) -> str:
+    """The node's last ERROR (else WARN, else any) log line, for a run that produced nothing."""
+    lines = [ln.strip() for ln in log_text.splitlines() if ln.strip()]
+    for level in ("[ERROR]", "[WARN]"):
+        found = [ln for ln in lines if level in ln]
+        if found:
+            return found[-1]
+    return lines[-1] if lines else "(the node logged nothing)"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -243,6 +250,11 @@ def run(args: argparse.Namespace) -> int:
     summary["logs"] = str(out / "logs")
     (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
     print_report(summary, out)
+    if not summary["frames_published"]:  # a demo that produced nothing failed, with the node's reason
+        node_log = out / "logs" / "node.log"
+        text = node_log.read_text(errors="replace") if node_log.is_file() else ""
+        print(f"demo failed: occ_node published nothing; its last problem: {last_problem(text)}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -88,15 +88,14 @@ def parse_counts(text: str) -> dict[str, int]:
 class Feeder(Node):
     """Publishes camera sets to the node under ``/<namespace>`` and reads its diagnostics and voxels."""
 
-    def __init__(self, namespace: str, rig: SampleRig, compressed: bool) -> None:
+    def __init__(self, namespace: str, rig: SampleRig, compressed: bool, publisher_depth: int = 5) -> None:
         super().__init__(f"feeder_{namespace}")
         self.ns, self.rig, self.compressed = namespace, rig, compressed
         kind = CompressedImage if compressed else Image
         suffix = "image/compressed" if compressed else "image"
-        self.images = {c: self.create_publisher(kind, f"/{namespace}/{c}/{suffix}", qos.CAMERA_PUBLISHER)
-                       for c in CAMERAS}
-        self.infos = {c: self.create_publisher(CameraInfo, f"/{namespace}/{c}/camera_info", qos.CAMERA_PUBLISHER)
-                      for c in CAMERAS}
+        profile = QoSProfile(depth=publisher_depth, reliability=qos.CAMERA_PUBLISHER.reliability)
+        self.images = {c: self.create_publisher(kind, f"/{namespace}/{c}/{suffix}", profile) for c in CAMERAS}
+        self.infos = {c: self.create_publisher(CameraInfo, f"/{namespace}/{c}/camera_info", profile) for c in CAMERAS}
         self.sent = {c: 0 for c in CAMERAS}
         self.good_stamps: set[int] = set()
         self.answers: dict[int, int] = {}  # voxels stamp -> receive time (ns)

@@ -1,0 +1,28 @@
+"""The 30-second soak (``bench/soak.py``): two occ_node processes, good sets and every category of
+hostile message; every bad message counted, no restart, memory flat after warm-up."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from scaocc_ros.tools.processes import ROOT, free_domain_id, ros_environment
+
+
+@pytest.mark.slow
+def test_thirty_second_soak(tmp_path: Path) -> None:
+    out = tmp_path / "soak.json"
+    cmd = [sys.executable, str(ROOT / "bench" / "soak.py"), "--seconds", "30", "--warm-s", "12",
+           "--silence-every-s", "12", "--json", str(out), "--logs", str(tmp_path / "logs")]
+    run = subprocess.run(cmd, env=ros_environment(free_domain_id()), capture_output=True, text=True, timeout=600)
+    assert out.is_file(), run.stdout[-3000:] + run.stderr[-3000:]
+    result = json.loads(out.read_text())
+    assert result["bad_sent"] >= 200 and result["bad_counted"] == result["bad_sent"], result["nodes"]
+    assert result["node_restarts_needed"] == 0
+    for name, node in result["nodes"].items():
+        assert set(node["bad_sent_by_category"]) >= {"stamp_future", "info_mismatched_size", "frame_id_empty"}, name
+        assert node["rss_mb_end"] <= 1.15 * node["rss_mb_warm"], (name, node["rss_mb_warm"], node["rss_mb_end"])
