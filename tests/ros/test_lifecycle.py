@@ -192,7 +192,7 @@ def test_installed_console_script_with_no_arguments_starts_and_waits(tmp_path: P
     assert script.is_file(), "pip install -e . (make setup) installs the occ_node console script"
     with ChildProcesses(ros_environment(free_domain_id()), tmp_path) as children:
         children.start("node", [str(script)])
-        end = time.monotonic() + 120.0
+        end = time.monotonic() + 300.0  # importing torch alone took 80 s on this shared 2-core machine
         while "active: waiting for" not in children.log_tail("node", 50):
             assert time.monotonic() < end, children.log_tail("node")
             children.check_alive()
