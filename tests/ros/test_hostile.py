@@ -45,7 +45,8 @@ def test_every_bad_image_is_counted_once_on_arrival() -> None:
     pipe.on_camera_info("cam_a", info("cam_a"), S)
     big = jpeg()
     big.data = bytes(big.data) + b"\0" * 20_000
-    huge = CompressedImage(format="jpeg", data=b"\xff\xd8\xff\xc0\x00\x11\x08\x27\x10\x27\x10" + b"\0" * 10 + b"\xff\xd9")
+    sof_10000x10000 = b"\xff\xd8\xff\xc0\x00\x11\x08\x27\x10\x27\x10"
+    huge = CompressedImage(format="jpeg", data=sof_10000x10000 + b"\0" * 10 + b"\xff\xd9")
     huge.header = jpeg().header
     wrong_size, wrong_frame, no_frame = jpeg(48, 64), jpeg(cam="cam_b"), jpeg()
     no_frame.header.frame_id = ""
