@@ -43,12 +43,11 @@ clean:
 # built by colcon into build/ and install/. Stamp files keep a second `make setup` fast.
 ROS_STAMP := $(VENV)/.ros-done
 MSGS_STAMP := install/.msgs-done
-MSG_SOURCES := msg/package.xml msg/CMakeLists.txt $(wildcard msg/*.msg) \
+MSG_SOURCES := msg/package.xml msg/CMakeLists.txt msg/cmake/fix_wheel_includes.cmake $(wildcard msg/*.msg) \
 	msg/tf2_msgs/package.xml msg/tf2_msgs/CMakeLists.txt $(wildcard msg/tf2_msgs/msg/*.msg)
-# The wheels' exported CMake targets name two include directories of the machine that built
-# them; these links make them exist here (see shared/ros2-on-pypi.md).
-WHEEL_PY_INCLUDE := /opt/python/cp311-cp311/include/python3.11
-WHEEL_NP_INCLUDE := /opt/python/cp311-cp311/lib/python3.11/site-packages/numpy/_core/include
+# The wheels' exported CMake targets name include directories of the machine that built them;
+# msg/cmake/fix_wheel_includes.cmake (included by every CMakeLists.txt here) points them at this
+# interpreter's at the end of configure, so nothing is written outside the repository and .venv.
 COLCON_ENV := export PATH=$(CURDIR)/$(VENV)/bin:$$PATH AMENT_PREFIX_PATH=$(CURDIR)/$(VENV) \
 	CMAKE_PREFIX_PATH=$(CURDIR)/$(VENV)
 COLCON_ARGS := --symlink-install --event-handlers console_direct- \
@@ -63,25 +62,17 @@ $(ROS_STAMP): requirements-ros.txt $(VENV)/.setup-done
 	$(PIP) install -q -r requirements-ros.txt
 	touch $@
 
-# Links are created when missing, or re-pointed when they are links to another directory
-# (e.g. a venv that no longer exists); real directories are left alone.
 $(MSGS_STAMP): $(ROS_STAMP) $(MSG_SOURCES)
 	@command -v cmake >/dev/null || { echo "cmake is required to build msg/ (apt-get install cmake)"; exit 1; }
-	@set -e; \
-	link_include() { \
-	  if [ -L "$$1" ] && [ "$$(readlink "$$1")" = "$$2" ]; then return 0; fi; \
-	  if [ -e "$$1" ] && [ ! -L "$$1" ]; then return 0; fi; \
-	  mkdir -p "$$(dirname "$$1")" && ln -sfn "$$2" "$$1" && echo "linked $$1 -> $$2"; \
-	}; \
-	link_include $(WHEEL_PY_INCLUDE) "$$($(PY) -c 'import sysconfig; print(sysconfig.get_paths()["include"])')"; \
-	link_include $(WHEEL_NP_INCLUDE) "$$($(PY) -c 'import numpy; print(numpy.get_include())')"
 	$(COLCON_ENV) && $(VENV)/bin/colcon build --base-paths msg msg/tf2_msgs $(COLCON_ARGS)
 	touch $@
 
-# The full workspace build a vehicle would run (interfaces + the ament_python node package):
-# colcon stops descending at the root package, hence the explicit base paths.
+# The workspace build a vehicle runs: the root package alone (CMakeLists.txt builds msg/ and,
+# where none is installed, tf2_msgs), as a plain `colcon build` of a workspace with this
+# repository in src/ would; into build/ws and install/ws, beside the interfaces of ros-setup.
 ros-build: ros-setup
-	$(COLCON_ENV) && $(VENV)/bin/colcon build --base-paths . msg msg/tf2_msgs $(COLCON_ARGS)
+	$(COLCON_ENV) && $(VENV)/bin/colcon build --base-paths . --build-base build/ws --install-base install/ws \
+		$(COLCON_ARGS)
 
 # ---------------------------------------------------------------------------------------
 # `make demo`: the synthetic car (`scaocc cameras`) and occ_node (`scaocc node`) as separate
