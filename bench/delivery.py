@@ -41,7 +41,7 @@ def run(args: argparse.Namespace) -> dict[str, object]:
             params = ["-p", f"image_reliability:={args.reliability}", "-p", f"image_qos_depth:={args.depth}"]
             pid = start_node(children, "node", "bench", args.transport, params)
             feeder = Feeder("bench", SampleRig(), compressed, args.publisher_depth)
-            if not spin_for([feeder], 120.0, lambda: feeder.ready() or children.procs["node"].poll() is not None) \
+            if not spin_for([feeder], 900.0, lambda: feeder.ready() or children.procs["node"].poll() is not None) \
                     or not feeder.ready():
                 raise TimeoutError(f"occ_node did not subscribe:\n{children.log_tail('node')}")
             spin_for([feeder], 2.0)

@@ -66,6 +66,8 @@ from scaocc_ros.worker import LatestWorker
 
 LOG_THROTTLE_S = 5.0
 SUCCESS, FAILURE = TransitionCallbackReturn.SUCCESS, TransitionCallbackReturn.FAILURE
+#: How long the inference thread may hold the GIL while the executor waits for it (s).
+GIL_SWITCH_INTERVAL_S = 0.0005
 #: Output name -> message type; published on ``~/<name>``.
 OUTPUT_TYPES: dict[str, type] = {"voxels": SemanticVoxelGrid, "points": PointCloud2, "obstacles": PointCloud2,
                                  "markers": MarkerArray, "bev": OccupancyGrid,
@@ -317,6 +319,9 @@ def run(args: argparse.Namespace) -> int:
         ros_args += ["-p", f"model_path:={args.model}"]
     if getattr(args, "managed", False):
         ros_args += ["-p", "autostart:=false"]
+    # The inference thread holds the GIL between its many small ops; the executor thread that
+    # takes camera messages gets it back after at most this long (CPython's default: 5 ms).
+    sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
     rclpy.init(args=["occ_node", *ros_args, *args.ros_args])
     node = None
     try:

@@ -91,7 +91,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         with ChildProcesses(env, Path(args.logs)) as children:
             nodes = [SoakNode(n, c, rig, children) for n, c in NODES.items()]
             feeders = [n.feeder for n in nodes]
-            spin_for(feeders, 180.0, lambda: all(f.ready() for f in feeders) or not all(n.alive() for n in nodes))
+            def started() -> bool:
+                return all(f.ready() for f in feeders) or not all(n.alive() for n in nodes)
+
+            spin_for(feeders, args.start_timeout_s, started)
             if not all(f.ready() for f in feeders) or not all(n.alive() for n in nodes):
                 raise RuntimeError("a node did not start:\n" + "\n".join(children.log_tail(n.name) for n in nodes))
             spin_for(feeders, 2.0)
@@ -118,7 +121,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 tick += 1
                 spin_for(feeders, max(0.0, start + tick / args.rate - time.monotonic()))
             spin_for(feeders, 4.0)  # the nodes' last diagnostics
-            return result(args, nodes)
+            out = result(args, nodes)
+            for f in feeders:
+                f.destroy_node()
+            return out
     finally:
         rclpy.try_shutdown()
 
@@ -165,6 +171,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--silence-every-s", type=float, default=20.0)
     parser.add_argument("--silence-s", type=float, default=3.0)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--start-timeout-s", type=float, default=900.0, help="bound of the nodes' start-up")
     parser.add_argument("--logs", default="/tmp/scaocc_soak_logs", help="node logs")
     parser.add_argument("--json", type=Path, help="write the result here")
 
