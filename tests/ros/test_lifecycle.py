@@ -200,6 +200,6 @@ def test_installed_console_script_with_no_arguments_starts_and_waits(tmp_path: P
             time.sleep(0.5)
         time.sleep(2.0)  # still running: waiting for cameras
         assert children.procs["node"].poll() is None, children.log_tail("node")
-        assert children.stop("node") == 0, children.log_tail("node")
+        assert children.stop("node", timeout=60.0) == 0, children.log_tail("node")  # SIGINT: a clean exit
     log = (tmp_path / "node.log").read_text()
     assert "extrinsics from tf" in log and "random weights" in log
