@@ -40,8 +40,9 @@ SILENT_CAMERA = CAMERAS[-1]
 class SoakNode:
     """One node under test: its feeder, its hostile categories, its memory samples."""
 
-    def __init__(self, name: str, compressed: bool, rig: SampleRig, children: ChildProcesses) -> None:
-        self.name, self.compressed, self.children = name, compressed, children
+    def __init__(self, name: str, compressed: bool, rig: SampleRig, children: ChildProcesses,
+                 params: list[str]) -> None:
+        self.name, self.compressed, self.children, self.params = name, compressed, children, params
         self.namespace = f"soak_{name}"
         self.feeder = Feeder(self.namespace, rig, compressed)
         self.categories = hostile.categories(compressed)
@@ -54,7 +55,7 @@ class SoakNode:
     def start(self) -> int:
         """Start (or restart) the node process."""
         transport = "compressed" if self.compressed else "raw"
-        return start_node(self.children, self.name, self.namespace, transport, [])
+        return start_node(self.children, self.name, self.namespace, transport, self.params)
 
     def alive(self) -> bool:
         """Whether the node process is running."""
@@ -89,7 +90,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     rig = SampleRig()
     try:
         with ChildProcesses(env, Path(args.logs)) as children:
-            nodes = [SoakNode(n, c, rig, children) for n, c in NODES.items()]
+            params = ["-p", f"max_age_s:={args.max_age_s}"]
+            nodes = [SoakNode(n, c, rig, children, params) for n, c in NODES.items()]
             feeders = [n.feeder for n in nodes]
             def started() -> bool:
                 return all(f.ready() for f in feeders) or not all(n.alive() for n in nodes)
@@ -120,13 +122,28 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     warm = warm or t >= args.warm_s
                 tick += 1
                 spin_for(feeders, max(0.0, start + tick / args.rate - time.monotonic()))
-            spin_for(feeders, 4.0)  # the nodes' last diagnostics
+            settle(feeders, nodes, args.settle_s)  # until the nodes have taken everything sent
             out = result(args, nodes)
             for f in feeders:
                 f.destroy_node()
             return out
     finally:
         rclpy.try_shutdown()
+
+
+def settle(feeders: list[Feeder], nodes: list[SoakNode], limit_s: float) -> None:
+    """Spin until two diagnostics reports in a row show the same counts (at most ``limit_s``)."""
+    def counts() -> tuple[object, ...]:
+        return tuple((n.bad_counted(), n.feeder.synchroniser_received()) for n in nodes)
+
+    end = time.monotonic() + limit_s
+    previous = None
+    while time.monotonic() < end:
+        spin_for(feeders, 2.5)
+        now = counts()
+        if now == previous:
+            return
+        previous = now
 
 
 def result(args: argparse.Namespace, nodes: list[SoakNode]) -> dict[str, Any]:
@@ -142,7 +159,7 @@ def result(args: argparse.Namespace, nodes: list[SoakNode]) -> dict[str, Any]:
             "rss_mb_max": round(max(m for _, m in node.rss), 1), **summary_of(node.feeder)}
     rows = per_node.values()
     out: dict[str, Any] = {
-        "seconds": args.seconds, "rate_hz": args.rate,
+        "seconds": args.seconds, "rate_hz": args.rate, "node_max_age_s": args.max_age_s,
         "bad_sent": sum(r["bad_sent"] for r in rows), "bad_counted": sum(r["bad_counted"] for r in rows),
         "node_restarts_needed": sum(r["restarts"] for r in rows),
         "rss_mb_warm": round(sum(r["rss_mb_warm"] for r in rows), 1),
@@ -171,6 +188,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--silence-every-s", type=float, default=20.0)
     parser.add_argument("--silence-s", type=float, default=3.0)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--max-age-s", type=float, default=5.0,
+                        help="the nodes' max_age_s: raise it where the machine is so loaded that good images reach "
+                             "the nodes later than that (they are then rightly counted as stale)")
+    parser.add_argument("--settle-s", type=float, default=60.0,
+                        help="after the last message, wait up to this long for the nodes' counts to settle")
     parser.add_argument("--start-timeout-s", type=float, default=900.0, help="bound of the nodes' start-up")
     parser.add_argument("--logs", default="/tmp/scaocc_soak_logs", help="node logs")
     parser.add_argument("--json", type=Path, help="write the result here")
