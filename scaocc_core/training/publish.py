@@ -134,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
         t = record["test"]
         print(f"held-out {args.test}: mIoU {100 * t['clean']['miou']:.2f}, car IoU "
               f"{100 * (t['clean']['per_class']['car'] or 0):.2f}, RayIoU {100 * t['clean']['rayiou']:.2f}; "
-              + ", ".join(f"{k} drop {100 * v['relative_drop']:.1f}%" for k, v in t.items() if k != "clean"))
+              + ", ".join(f"{n} drop {100 * t[str(n)]['relative_drop']:.1f}%" for n in TEST_NOISES))
     print(f"-> {args.json}")
     return 0
 
