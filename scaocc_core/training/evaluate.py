@@ -17,6 +17,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from tqdm import tqdm
 
@@ -47,7 +48,9 @@ def frame_indices(n: int, max_frames: int) -> list[int]:
 
 def grid_note(grid: GridConfig) -> dict[str, Any]:
     """What a score was measured on: the grid, and whether it is Occ3D's native one (comparable)."""
-    native = grid == GridConfig()
+    occ3d = GridConfig()
+    same_box = np.allclose(grid.lower + grid.upper, occ3d.lower + occ3d.upper, atol=1e-4)  # grids read from messages
+    native = grid.size == occ3d.size and bool(same_box)
     return {"grid": "x".join(map(str, grid.size)), "voxel_m": grid.voxel_size[0], "native_occ3d": native,
             "scored_on": "native Occ3D grid (200x200x16, 0.4 m)" if native else
             "COARSE/other grid: not comparable with Occ3D numbers"}

@@ -34,12 +34,14 @@ from sensor_msgs.msg import CameraInfo, CompressedImage
 from tf2_msgs.msg import TFMessage
 
 from scaocc_core.data.rig import NUSCENES_CAMERAS, default_sample_dir, load_nuscenes_sample_rig
+from scaocc_core.training.evaluate import grid_note
 from scaocc_ros import qos
 from scaocc_ros.tools import synth_msgs as sm
 from scaocc_ros.tools.bag_synth import BagWriter
 from scaocc_ros.tools.demo_record import (
     Recorder,
     decode_images,
+    grid_of,
     latency_stats,
     node_diagnostics,
     read_recording,
@@ -140,6 +142,7 @@ def run_synthetic(args: argparse.Namespace, children: ChildProcesses, out: Path)
         "frames_in": rec.counts.get(sm.GROUND_TRUTH_TOPIC, 0), "frames_published": len(rec.predictions),
         "camera_rate_hz": args.rate, "resolution": args.resolution, "compressed": args.compressed,
         **latency_stats(rec), "scored_frames": len(matched), **metric.summary(),
+        **(grid_note(grid_of(rec.predictions[matched[0]])) if matched else {}),
         "node_diagnostics": node_diagnostics(rec), "outputs_bag": str(bag_path),
         "topics_recorded": rec.counts, "pictures": [str(p) for p in pictures],
     }
@@ -270,7 +273,8 @@ def print_report(summary: dict[str, Any], out: Path) -> None:
         print(f"NOTE: {summary['note']}")
     if summary["mode"] == "synthetic":
         print(f"frames in: {summary['frames_in']}, frames published by the node: {summary['frames_published']}")
-        print(f"mIoU vs synthetic ground truth ({summary['scored_frames']} frames): {100 * summary['miou']:.2f} %, "
+        print(f"mIoU vs synthetic ground truth ({summary['scored_frames']} frames, "
+              f"{summary.get('scored_on', 'nothing scored')}): {100 * summary['miou']:.2f} %, "
               f"geometric IoU {100 * summary['iou']:.2f} %")
     else:
         print(f"camera sets sent: {summary['sets_sent']}, outputs: {summary['frames_published']}")
