@@ -91,7 +91,7 @@ class NodeParams:
     image_reliability: str = _p("reliable", "QoS reliability of the image and camera_info subscriptions "
                                             "(best_effort also matches best-effort publishers only)",
                                 ("reliable", "best_effort"))
-    image_qos_depth: int = _p(5, "QoS history depth of the image and camera_info subscriptions")
+    image_qos_depth: int = _p(10, "QoS history depth of the image and camera_info subscriptions")
     warn_late_duplicate: int = _p(0, "late or duplicate images of one camera per diagnostics report above which "
                                      "the inputs status is WARN")
     warn_dropped: int = _p(0, "other dropped messages of one camera (malformed, oversize, undecodable, no TF chain) "
