@@ -14,6 +14,7 @@ from scaocc_ros.tools.processes import ROOT, free_domain_id, ros_environment
 
 
 @pytest.mark.slow
+@pytest.mark.soak
 def test_thirty_second_soak(tmp_path: Path) -> None:
     out = tmp_path / "soak.json"
     cmd = [sys.executable, str(ROOT / "bench" / "soak.py"), "--seconds", "30", "--warm-s", "12",
