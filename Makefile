@@ -36,7 +36,6 @@ test-fast: lint typecheck
 
 # The 30 s soak of bench/soak.py (two nodes, every category of hostile input). Not part of
 # `make test` while its exact bad-message count is open: 305 of 306 counted on a loaded machine.
-.PHONY: test-soak
 test-soak: setup
 	$(ROS_ENV) && $(VENV)/bin/pytest -m soak
 
