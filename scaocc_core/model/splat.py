@@ -80,20 +80,21 @@ def pool_hard_reference(values: Tensor, coords: Tensor, size: tuple[int, int, in
 
 
 def pool_soft(values: Tensor, coords: Tensor, size: tuple[int, int, int]) -> Tensor:
-    """Trilinear soft filling over the 8 neighbouring voxel centres (differentiable in coords).
-
-    The 8 corners of every point go into one scatter (``b (8 P) C``), not 8 scatters into
-    8 zeroed grids that are then summed.
-    """
+    """Trilinear soft filling over the 8 neighbouring voxel centres (differentiable in coords)."""
     b = values.shape[0]
     p = coords - 0.5  # voxel centres sit at integer + 0.5
     base = torch.floor(p.detach())
     frac = p - base  # b P 3, carries the gradient
-    corners = torch.tensor([[(c >> 2) & 1, (c >> 1) & 1, c & 1] for c in range(8)], device=coords.device)  # 8 3
-    weight = torch.where(corners.bool()[:, None], frac[:, None], 1 - frac[:, None]).prod(-1)  # b 8 P
-    flat, _ = _flat_index((base.long()[:, None] + corners[None, :, None]).flatten(1, 2), size)  # b (8 P)
-    vals = values[:, None] * weight[..., None]  # b 8 P C
-    return _scatter(vals.flatten(1, 2), flat, b, size)
+    base = base.long()
+    total: Tensor | None = None
+    for corner in range(8):
+        offset = torch.tensor([(corner >> 2) & 1, (corner >> 1) & 1, corner & 1], device=coords.device)
+        weight = torch.where(offset.bool(), frac, 1 - frac).prod(-1, keepdim=True)  # b P 1
+        flat, _ = _flat_index(base + offset, size)
+        part = _scatter(values * weight, flat, b, size)
+        total = part if total is None else total + part
+    assert total is not None
+    return total
 
 
 def splat(depth: Tensor, context: Tensor, coords: Tensor, size: tuple[int, int, int], mode: str,
