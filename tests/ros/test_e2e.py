@@ -101,8 +101,8 @@ def test_cameras_feed_the_node_across_processes(domain: tuple[int, Context], tmp
     received_images = set.union(*listener.image_stamps.values())
     assert received_images <= published
     assert listener.complete()
-    # outputs carry the stamp of their input images (images are best effort: some may not reach this listener)
-    assert any(s in received_images for s in listener.complete())
+    # every output carries the stamp of one input frame: its ground truth (reliable) is stamped like its
+    # images; the images themselves may miss this listener, so they are not the reference
     for s in listener.complete():
         assert s in published
         grid = listener.outputs["voxels"][s]
