@@ -76,8 +76,9 @@ def play(bag: Path, rate: float, loop: bool, topics: list[str] | None, start_del
          wait_for: list[str] | None = None, wait_timeout: float = 60.0) -> int:
     """Replay ``bag``; returns the number of messages published.
 
-    Playback starts after ``start_delay`` seconds, and once every topic of ``wait_for`` has a
-    subscriber (at most ``wait_timeout`` seconds, then :class:`BagPlayError`).
+    Playback starts once every topic of ``wait_for`` has a subscriber (at most ``wait_timeout``
+    seconds, then :class:`BagPlayError`), and ``start_delay`` seconds after that: discovery is
+    asymmetric, the subscriber may not yet have matched this publisher when it is seen here.
     """
     if not rate > 0:
         raise BagPlayError(f"--rate must be positive, got {rate}")
@@ -92,10 +93,13 @@ def play(bag: Path, rate: float, loop: bool, topics: list[str] | None, start_del
             if unknown:
                 raise BagPlayError(f"--wait-for topics {unknown} are not played")
             pubs = [node.clock if t == "/clock" else node.pubs[t] for t in wait_for or []]
-            end, give_up = time.monotonic() + start_delay, time.monotonic() + wait_timeout
-            while time.monotonic() < end or any(p.get_subscription_count() == 0 for p in pubs):
+            give_up = time.monotonic() + wait_timeout
+            while any(p.get_subscription_count() == 0 for p in pubs):
                 if time.monotonic() > give_up:
                     raise BagPlayError(f"no subscriber on {[p.topic_name for p in pubs]} after {wait_timeout} s")
+                rclpy.spin_once(node, timeout_sec=0.05)
+            end = time.monotonic() + start_delay
+            while time.monotonic() < end:
                 rclpy.spin_once(node, timeout_sec=0.05)
             while True:
                 wall0, bag0 = time.monotonic(), None
@@ -123,7 +127,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--loop", action="store_true", help="play again from the start until Ctrl-C")
     parser.add_argument("--topics", nargs="+", help="only these topics")
     parser.add_argument("--start-delay", type=float, default=1.0,
-                        help="seconds to wait for subscribers to discover the publishers")
+                        help="seconds to wait, once the --wait-for topics have subscribers, for them to match the player")
     parser.add_argument("--wait-for", nargs="+", metavar="TOPIC",
                         help="also wait (up to 60 s) until these topics have a subscriber")
     parser.add_argument("--ros-args", dest="ros_args", nargs=argparse.REMAINDER, default=[],

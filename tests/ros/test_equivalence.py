@@ -87,7 +87,8 @@ def test_node_over_dds_and_bag_infer_agree(tmp_path: Path) -> None:
         with ChildProcesses(env, tmp_path / "logs") as children:
             children.start("node", scaocc_command("node", "--params", str(ROOT / "config" / "occ_node.yaml"),
                                                   "--model", str(ckpt), "--ros-args", *PARAMS))
-            children.start("play", scaocc_command("bag", "play", str(bag), "--rate", "0.5", "--wait-for",
+            children.start("play", scaocc_command("bag", "play", str(bag), "--rate", "0.5", "--start-delay", "2",
+                                                      "--wait-for",
                                                   "/tf_static", *(f"/{c}/image" for c in CAMS)))
             end = time.monotonic() + TIMEOUT_S
             while children.procs["play"].poll() is None:
@@ -109,7 +110,7 @@ def test_node_over_dds_and_bag_infer_agree(tmp_path: Path) -> None:
     voxels, calibration = read_outputs(out)
     assert sorted(voxels) == [start * 10**9 + k * 10**8 for k in range(FRAMES)]  # offline answers every set
     both = sorted(set(voxels) & set(listener.voxels))
-    assert len(both) >= 2, (sorted(listener.voxels), sorted(voxels))
+    assert len(both) >= 2, (sorted(listener.voxels), sorted(voxels), node_log)
     assert set(listener.voxels) <= set(voxels)
     for stamp in both:
         np.testing.assert_array_equal(labels(listener.voxels[stamp]), labels(voxels[stamp]), err_msg=str(stamp))
