@@ -144,11 +144,13 @@ class OccNode(LifecycleNode):
         sensor = qos.image_subscription(p.image_reliability, p.image_qos_depth)
         for cam in p.camera_names:
             if p.image_transport == "compressed":
-                self._subs.append(self.create_subscription(CompressedImage, f"{cam}/image/compressed",
-                                                           partial(self._on_image, cam), sensor))
+                sub = self.create_subscription(CompressedImage, f"{cam}/image/compressed",
+                                               partial(self._on_image, cam), sensor)
             else:
-                self._subs.append(self.create_subscription(Image, f"{cam}/image", partial(self._on_raw_image, cam),
-                                                           sensor, raw=True))  # pixels not copied (cdr.py)
+                sub = self.create_subscription(Image, f"{cam}/image", partial(self._on_raw_image, cam),
+                                               sensor, raw=True)  # pixels not copied (cdr.py)
+            self._subs.append(sub)
+            pipe.image_topics[cam] = sub.topic_name  # after remapping: rectification auto reads it
             self._subs.append(self.create_subscription(CameraInfo, f"{cam}/camera_info", partial(self._on_info, cam),
                                                        sensor))
         self._subs.append(self.create_subscription(TFMessage, "/tf_static", pipe.on_tf_static,

@@ -79,7 +79,7 @@ class CameraFrame:
 
     msg: Any  # sensor_msgs Image or CompressedImage (rclpy or rosbags)
     intrinsics: convert.Intrinsics
-    ego_T_cam: np.ndarray  # 4 4
+    ego_T_cam: np.ndarray  # 4 4, ego <- the frame intrinsics.K projects (cam_T_img applied)
 
 
 def stamp_of(msg: Any) -> int:
@@ -133,6 +133,10 @@ class CameraSetPipeline:
         self.problems = ProblemLog(warn, params.warn_period_s)
         self.last_image_ns: dict[str, int] = {}
         self._active = [True] * len(self.names)
+        suffix = "image/compressed" if params.image_transport == "compressed" else "image"
+        #: Resolved image topic of each camera (the adapters set it after remapping); with
+        #: ``rectification: auto`` it decides whether a camera's images are already rectified.
+        self.image_topics = {cam: f"/{cam}/{suffix}" for cam in self.names}
 
     def update_params(self, params: NodeParams) -> None:
         """Apply parameters changed at runtime (:data:`scaocc_ros.params.RUNTIME`); raises
@@ -155,7 +159,8 @@ class CameraSetPipeline:
     def on_camera_info(self, cam: str, msg: Any, now_ns: int) -> list[SyncedSet[CameraFrame]]:
         """Keep the intrinsics of a valid CameraInfo; an image that waited for it goes on."""
         try:
-            intr = convert.camera_info_to_intrinsics(msg)
+            rectified = convert.is_rectified(self.params.rectification, self.image_topics[cam])
+            intr = convert.camera_info_to_intrinsics(msg, rectified)
             self.undistorter.check(intr)
             if not intr.frame_id:
                 raise convert.ConversionError("camera_info has an empty frame_id")
@@ -262,6 +267,7 @@ class CameraSetPipeline:
             self.stats.no_extrinsics(cam)
             self.warn(cam, "no_extrinsics", f"no /tf_static chain {self.params.ego_frame!r} -> {intr.frame_id!r}")
             return []
+        ego_T_cam = ego_T_cam @ intr.cam_T_img  # rectified images: the frame P projects (else identity)
         return self._synchronise(cam, stamp_of(msg), CameraFrame(msg, intr, ego_T_cam), now_ns)
 
     def _synchronise(self, cam: str, stamp_ns: int, frame: CameraFrame, now_ns: int) -> list[SyncedSet[CameraFrame]]:

@@ -61,8 +61,7 @@ class InferCounts:
 
 def topics(pipeline: CameraSetPipeline) -> tuple[dict[str, str], dict[str, str]]:
     """Image topic -> camera and CameraInfo topic -> camera, as the node subscribes them."""
-    suffix = "image/compressed" if pipeline.params.image_transport == "compressed" else "image"
-    return ({f"/{c}/{suffix}": c for c in pipeline.names}, {f"/{c}/camera_info": c for c in pipeline.names})
+    return ({t: c for c, t in pipeline.image_topics.items()}, {f"/{c}/camera_info": c for c in pipeline.names})
 
 
 def write_outputs(writer: BagWriter, out: SetOutputs, log_time_ns: int) -> None:

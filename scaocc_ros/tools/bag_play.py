@@ -127,7 +127,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--loop", action="store_true", help="play again from the start until Ctrl-C")
     parser.add_argument("--topics", nargs="+", help="only these topics")
     parser.add_argument("--start-delay", type=float, default=1.0,
-                        help="seconds to wait, once the --wait-for topics have subscribers, for them to match the player")
+                        help="seconds to wait, once the --wait-for topics have subscribers, for them to "
+                             "match the player")
     parser.add_argument("--wait-for", nargs="+", metavar="TOPIC",
                         help="also wait (up to 60 s) until these topics have a subscriber")
     parser.add_argument("--ros-args", dest="ros_args", nargs=argparse.REMAINDER, default=[],

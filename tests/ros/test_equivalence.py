@@ -101,6 +101,7 @@ def test_node_over_dds_and_bag_infer_agree(tmp_path: Path) -> None:
                 ex.spin_once(timeout_sec=0.05)
                 if len(listener.voxels) != seen:
                     quiet_since, seen = time.monotonic(), len(listener.voxels)
+            node_log = children.log_tail("node", 40)
         listener.destroy_node()
     finally:
         rclpy.shutdown(context=ctx)

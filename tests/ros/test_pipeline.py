@@ -178,3 +178,40 @@ def test_too_few_cameras_are_skipped_and_the_model_must_fit() -> None:
     assert pipe.stats.report(S).sets_skipped == 1
     with pytest.raises(StartupError, match="the model expects 2 cameras, camera_names has 3"):
         CameraSetPipeline(PREDICTOR, params(camera_names=(*CAMS, "cam_c"), ego_T_cam={}), ros_types.serialize)
+
+
+def rectified_info(cam: str) -> CameraInfo:
+    """An ``image_rect`` stream's CameraInfo: raw K and D, the rectified P (its own focal
+    length and centre) and R, a 2 degree rotation about y."""
+    msg = info(cam)
+    msg.d = [-0.3, 0.1, 0.001, 0.002, 0.0]
+    msg.p = [50.0, 0.0, 30.0, 0.0, 0.0, 50.0, 15.0, 0.0, 0.0, 0.0, 1.0, 0.0]
+    a = np.deg2rad(2.0)
+    msg.r = [np.cos(a), 0.0, np.sin(a), 0.0, 1.0, 0.0, -np.sin(a), 0.0, np.cos(a)]
+    return msg
+
+
+@pytest.mark.parametrize(("mode", "topic", "rectified"), [
+    ("auto", "/cam_a/image_rect", True), ("auto", "/cam_a/image", False),
+    ("rect", "/cam_a/image", True), ("raw", "/cam_a/image_rect_color", False)])
+def test_rectified_images_use_p_and_r_and_are_not_undistorted(mode: str, topic: str, rectified: bool) -> None:
+    pipe, _ = make_pipeline(rectification=mode)
+    pipe.image_topics["cam_a"] = topic  # as the node sets it after remapping
+    pipe.on_camera_info("cam_a", rectified_info("cam_a"), S)
+    pipe.on_camera_info("cam_b", info("cam_b"), S)
+    msg = image(S)
+    msg.data = np.random.default_rng(0).integers(0, 255, (32, 64, 3), np.uint8).tobytes()
+    assert pipe.on_image("cam_a", msg, S) == []
+    (s,) = pipe.on_image("cam_b", image(S, cam="cam_b"), S)
+    inp = pipe.camera_input(s)
+    assert inp is not None
+    sent = np.frombuffer(bytes(msg.data), np.uint8).reshape(32, 64, 3)
+    R = np.asarray(rectified_info("cam_a").r).reshape(3, 3)
+    if rectified:
+        np.testing.assert_allclose(inp.intrinsics[0], [[50, 0, 30], [0, 50, 15], [0, 0, 1]])
+        np.testing.assert_allclose(inp.ego_T_cam[0][:3, :3], RIG[0][:3, :3] @ R.T, atol=1e-12)
+        np.testing.assert_array_equal(inp.images[0], sent)  # already rectified: untouched
+    else:
+        np.testing.assert_allclose(inp.intrinsics[0], np.asarray(info("cam_a").k).reshape(3, 3))
+        np.testing.assert_allclose(inp.ego_T_cam[0], RIG[0])
+        assert not np.array_equal(inp.images[0], sent)  # undistorted once with K and D
