@@ -22,7 +22,7 @@ lint: setup
 	$(VENV)/bin/ruff check scaocc_core scaocc_ros tests bench launch
 
 typecheck: setup
-	$(VENV)/bin/mypy scaocc_core
+	$(VENV)/bin/mypy scaocc_core scaocc_ros
 
 pytest: setup
 	$(ROS_ENV) && $(VENV)/bin/pytest -m "not soak"

@@ -199,8 +199,8 @@ def _inputs(r: StatsReport, sync: ApproximateTimeSync[object], now_ns: int, limi
         late = new.get("late", 0) + new.get("duplicate", 0)
         other = sum(new.values()) - late
         if late > limits.late_duplicate or other > limits.dropped:
-            kinds = ", ".join(f"{v} {k}" for k, v in sorted(new.items()))
-            problems.append(f"{n}: {kinds} since the last report")
+            listed = ", ".join(f"{v} {k}" for k, v in sorted(new.items()))
+            problems.append(f"{n}: {listed} since the last report")
     level = ERROR if present < limits.min_cameras else (WARN if problems else OK)
     message = "; ".join(problems) or f"all {len(r.names)} cameras"
     return DiagnosticStatus(level=level, name=f"{prefix}: inputs", message=message, values=values)

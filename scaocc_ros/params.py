@@ -196,7 +196,8 @@ def from_yaml(path: str | Path, overrides: Mapping[str, Any] | None = None) -> N
     unknown = sorted(set(overrides or {}) - set(fields))
     if unknown:
         raise ParamError(f"unknown parameters {unknown}; occ_node has {sorted(fields)}")
-    known = {k: tuple(v) if isinstance(fields[k].default, tuple) else v for k, v in values.items() if k in fields}
+    known: dict[str, Any] = {k: tuple(v) if isinstance(fields[k].default, tuple) else v
+                             for k, v in values.items() if k in fields}
     params = NodeParams(**known).validate()
     return with_extrinsics(params, values.get("extrinsics") or {})
 

@@ -110,7 +110,7 @@ class CameraSetPipeline:
     """
 
     def __init__(self, predictor: Predictor, params: NodeParams, serialize: Callable[[MarkerArray], bytes],
-                 warn: Callable[[str], None] = log.warning) -> None:
+                 warn: Callable[[str], object] = log.warning) -> None:
         self.names = list(params.camera_names)
         if predictor.num_cams != len(self.names):
             raise StartupError(f"the model expects {predictor.num_cams} cameras, camera_names has "
@@ -195,7 +195,7 @@ class CameraSetPipeline:
                 self.tf_tree.set(t.header.frame_id, t.child_frame_id,
                                  pose_to_matrix((tr.x, tr.y, tr.z), (q.x, q.y, q.z, q.w)))
             except CalibrationError as exc:
-                self.warn("tf_static", f"/tf_static: ignored {t.child_frame_id}: {exc}")
+                self.warn("/tf_static", t.child_frame_id, f"/tf_static: ignored {t.child_frame_id!r}: {exc}")
 
     def on_tf(self, msg: Any) -> None:
         """Add every transform of a ``/tf`` ``TFMessage`` to the pose history (invalid ones are skipped)."""

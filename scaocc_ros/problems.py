@@ -16,7 +16,7 @@ from collections.abc import Callable
 class ProblemLog:
     """Passes at most one line per (camera, kind) per ``period_s`` seconds to ``warn``."""
 
-    def __init__(self, warn: Callable[[str], None], period_s: float,
+    def __init__(self, warn: Callable[[str], object], period_s: float,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self._warn, self.period_s, self._clock = warn, period_s, clock
         self._lock = threading.Lock()  # the worker (decode) and the executor both report

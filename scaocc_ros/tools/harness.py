@@ -15,7 +15,7 @@ import os
 import re
 import struct
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -75,7 +75,10 @@ class SampleRig:
         for cam, name in zip(CAMERAS, NUSCENES_CAMERAS):
             c = data["cameras"][name]
             self.jpeg[cam] = (sample_dir / c["file"]).read_bytes()
-            self.bgr[cam] = cv2.imdecode(np.frombuffer(self.jpeg[cam], np.uint8), cv2.IMREAD_COLOR)
+            bgr = cv2.imdecode(np.frombuffer(self.jpeg[cam], np.uint8), cv2.IMREAD_COLOR)
+            if bgr is None:
+                raise ValueError(f"{sample_dir / c['file']} is not a readable JPEG")
+            self.bgr[cam] = bgr
             self.K[cam] = np.asarray(c["intrinsics_K"], dtype=np.float64)
         self.hw = self.bgr[CAMERAS[0]].shape[:2]
 
@@ -188,7 +191,7 @@ class Feeder(Node):
         return float(np.percentile(lat, 50)), float(np.percentile(lat, 95))
 
 
-def spin_for(nodes: list[Node], seconds: float, until: Callable[[], bool] = lambda: False) -> bool:
+def spin_for(nodes: Sequence[Node], seconds: float, until: Callable[[], bool] = lambda: False) -> bool:
     """Spin ``nodes`` for ``seconds`` or until ``until()``; returns ``until()``."""
     executor = rclpy.executors.SingleThreadedExecutor()
     for n in nodes:

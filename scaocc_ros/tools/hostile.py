@@ -59,7 +59,11 @@ def _restamped(c: Context, stamp_ns: int | None = None, frame: str | None = None
     return "image", msg
 
 
-def _info(c: Context, edit: Callable[[CameraInfo], None]) -> tuple[str, object]:
+def _unknown_distortion(m: CameraInfo) -> None:
+    m.distortion_model, m.d = "fisheye_v9", [0.1, 0.01, 0.0, 0.0]
+
+
+def _info(c: Context, edit: Callable[[CameraInfo], object]) -> tuple[str, object]:
     msg = c.feeder.info(c.cam, c.now_ns)
     edit(msg)
     return "info", msg
@@ -93,8 +97,7 @@ COMMON: dict[str, Builder] = {
     "info_zero_k": lambda c: _info(c, lambda m: setattr(m, "k", [0.0] * 9)),
     "info_negative_k": lambda c: _info(c, lambda m: setattr(m, "k", [-v for v in m.k[:8]] + [1.0])),
     "info_mismatched_size": lambda c: _info(c, _scaled_size),
-    "info_bad_distortion": lambda c: _info(c, lambda m: (setattr(m, "distortion_model", "fisheye_v9"),
-                                                         setattr(m, "d", [0.1, 0.01, 0.0, 0.0]))),
+    "info_bad_distortion": lambda c: _info(c, _unknown_distortion),
     "info_nan_distortion": lambda c: _info(c, lambda m: setattr(m, "d", [float("nan")] * 5)),
     "info_empty_frame_id": lambda c: _info(c, lambda m: setattr(m.header, "frame_id", "")),
     "stamp_future": lambda c: _restamped(c, c.now_ns + 30 * S),

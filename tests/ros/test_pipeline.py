@@ -125,6 +125,15 @@ def test_extrinsics_follow_extrinsics_source() -> None:
     np.testing.assert_allclose(s.items[1].ego_T_cam, moved["cam_b_optical"], atol=1e-12)  # type: ignore[union-attr]
 
 
+def test_invalid_tf_static_transform_is_skipped_and_named() -> None:
+    pipe, warnings = make_pipeline(extrinsics_source="tf")
+    bad = tf_static({"cam_a_optical": RIG[0], "cam_b_optical": RIG[1]})
+    bad.transforms[0].transform.rotation.w = float("nan")
+    pipe.on_tf_static(bad)  # the other transform is kept
+    assert any("/tf_static: ignored 'cam_a_optical'" in w for w in warnings)
+    assert feed(pipe, S, cams=("cam_b",)) == [] and pipe.stats.report(S).no_extrinsics == {}
+
+
 def test_new_resolution_is_decoded_with_the_newest_intrinsics() -> None:
     pipe, _ = make_pipeline()
     feed(pipe, S)
