@@ -108,3 +108,6 @@ def test_ablation_ladder_is_cumulative() -> None:
     assert rungs["5_normalized_conv"].voxel == full.voxel
     with pytest.raises(ValueError, match="differs"):
         ladder(base, replace(full, image=replace(full.image, width=160)))
+    supervised = replace(full, loss=replace(full.loss, depth_weight=1.0))  # no rung 1 where depth is the same
+    assert [n for n, _ in ladder(base, supervised)] == ["0_baseline", "2_causal_loss", "3_grouped_lift",
+                                                        "4_camera_offsets", "5_normalized_conv"]

@@ -3,7 +3,9 @@
 Rungs (each adds one component to the previous one)::
 
     0 baseline          BEVDetOcc-like (baseline_*.yaml), with depth supervision
-    1 no depth sup.     depth loss off (the paper's methods learn depth implicitly)
+    1 depth sup.        the full config's depth-loss weight; only where it differs from the
+                        baseline's (scaocc_r50 learns depth implicitly; scaocc_tiny keeps the
+                        supervision, EXPERIMENTS.md section 2)
     2 + causal loss     semantic causal loss on the propagated 3D features
     3 + grouped lift    channel-grouped lifting (G from scaocc_*.yaml)
     4 + cam. offsets    learnable camera offsets with soft (trilinear) filling
@@ -92,10 +94,15 @@ PRESETS: dict[str, AblationPreset] = {
 
 
 def ladder(baseline: ModelConfig, full: ModelConfig) -> list[tuple[str, ModelConfig]]:
-    """The six cumulative variants, derived from the two YAMLs with ``dataclasses.replace``."""
+    """The cumulative variants, derived from the two YAMLs with ``dataclasses.replace``.
+
+    Rung 1 (depth supervision as in the full config) exists only where the two configs'
+    depth weights differ; each name starts with its rung number.
+    """
     b, f = baseline, full
     v0 = replace(b, name="0_baseline")
-    v1 = replace(v0, name="1_no_depth_sup", loss=replace(v0.loss, depth_weight=0.0))
+    depth_as_full = replace(v0.loss, depth_weight=f.loss.depth_weight)
+    v1 = replace(v0, name="1_no_depth_sup" if f.loss.depth_weight == 0 else "1_depth_sup", loss=depth_as_full)
     v2 = replace(v1, name="2_causal_loss",
                  loss=replace(v1.loss, causal_weight=f.loss.causal_weight, causal_feature=f.loss.causal_feature))
     v3 = replace(v2, name="3_grouped_lift", depth=replace(v2.depth, groups=f.depth.groups))
@@ -104,7 +111,8 @@ def ladder(baseline: ModelConfig, full: ModelConfig) -> list[tuple[str, ModelCon
     if replace(v5, name=f.name) != f:
         raise ValueError(f"the ladder's last rung differs from {f.name} in more than the four components; "
                          "align the baseline and full configs")
-    return [(v.name, v.validate()) for v in (v0, v1, v2, v3, v4, v5)]
+    rungs = (v0, v1, v2, v3, v4, v5) if v1.loss != v0.loss else (v0, v2, v3, v4, v5)
+    return [(v.name, v.validate()) for v in rungs]
 
 
 #: Noise levels every rung is scored under (label -> noise); ``None`` is the clean input.
@@ -209,7 +217,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default=None, choices=("cpu", "cuda"), help="default: cuda if available")
     parser.add_argument("--steps", type=int, default=None, help="override the preset's training steps")
     parser.add_argument("--variants", default=None, metavar="I,J,...",
-                        help="only these rungs (indices 0-5, e.g. 0,5 for baseline vs full method)")
+                        help="only these rungs (rung numbers, e.g. 0,5 for baseline vs full method)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -231,11 +239,11 @@ def run(args: argparse.Namespace) -> int:
             "hard": str(ensure_synthetic(preset.hard_set, out / "data"))}
     variants = ladder(load_config(CONFIG_DIR / preset.baseline), load_config(CONFIG_DIR / preset.full))
     if args.variants:
-        try:
-            picks = sorted({int(i) for i in args.variants.split(",")})
-            variants = [variants[i] for i in picks]
-        except (ValueError, IndexError) as exc:
-            raise ValueError(f"--variants must list rung indices 0..5, got {args.variants!r}") from exc
+        numbers = [name.split("_")[0] for name, _ in variants]
+        picks = set(args.variants.split(","))
+        if not picks <= set(numbers):
+            raise ValueError(f"--variants must list rung numbers among {','.join(numbers)}, got {args.variants!r}")
+        variants = [v for v, n in zip(variants, numbers) if n in picks]
     (out / "preset.json").write_text(json.dumps(dataclasses.asdict(preset), indent=2))
     results = []
     # Endpoints first (baseline, full method), then the rungs between: a partial run still
