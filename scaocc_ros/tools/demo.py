@@ -111,11 +111,16 @@ def run_synthetic(args: argparse.Namespace, children: ChildProcesses, out: Path)
         recorder = Recorder(writer, CAMERAS, args.compressed)
         try:
             children.start("node", node_command(model_args, args.compressed, []))
+            print(f"demo: starting the node ({model['kind']}) ...", flush=True)
+            topics = [sm.image_topic(c, args.compressed) for c in CAMERAS]  # the recorder + the node
+            if not spin_while(recorder, children, lambda: any(recorder.count_subscribers(t) < 2 for t in topics),
+                              args.timeout):
+                raise TimeoutError(f"occ_node did not subscribe within {args.timeout} s")
             cams = ["cameras", "--frames", str(args.frames), "--rate", str(args.rate), "--seed", str(args.seed),
                     "--preset", args.preset, "--resolution", args.resolution, "--wait-subscribers", "180"]
             children.start("cameras", scaocc_command(*cams, *(["--compressed"] if args.compressed else [])))
             cam_proc = children.procs["cameras"]
-            print(f"demo: rendering {args.frames} frames, starting the node ({model['kind']}) ...", flush=True)
+            print(f"demo: rendering {args.frames} frames ...", flush=True)
             if not spin_while(recorder, children, lambda: cam_proc.poll() is None, args.timeout):
                 raise TimeoutError(f"the camera publisher did not finish within {args.timeout} s")
             last = [recorder.outputs_received(), time.monotonic()]
