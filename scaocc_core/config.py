@@ -168,6 +168,8 @@ class LossConfig:
 
     ``lovasz_voxels`` > 0 scores the Lovasz term on that many visible voxels drawn uniformly
     per step (0 = all of them); cross-entropy always uses every visible voxel.
+    ``causal_warmup`` is the fraction of the training steps over which the causal weight ramps
+    linearly from 0 to ``causal_weight`` (0 = full weight from the first step).
     """
 
     ce_weight: float = 1.0
@@ -176,6 +178,7 @@ class LossConfig:
     depth_weight: float = 0.0
     causal_weight: float = 0.0
     causal_feature: str = "propagated"
+    causal_warmup: float = 0.0
     class_balanced: bool = True
 
     def validate(self) -> None:
@@ -187,6 +190,12 @@ class LossConfig:
         for name in ("ce_weight", "lovasz_weight", "depth_weight", "causal_weight", "lovasz_voxels"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"loss.{name} must be >= 0")
+        if not 0.0 <= self.causal_warmup <= 1.0:
+            raise ConfigError(f"loss.causal_warmup must be a fraction of training in [0, 1], got {self.causal_warmup}")
+
+    def causal_scale(self, progress: float) -> float:
+        """The causal weight's ramp factor at ``progress`` (fraction of training done, 0..1)."""
+        return 1.0 if self.causal_warmup == 0 else min(1.0, max(progress, 0.0) / self.causal_warmup)
 
 
 @dataclass(frozen=True)

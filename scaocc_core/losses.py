@@ -112,9 +112,13 @@ class OccupancyLoss:
         self.depth_cfg = depth_cfg
         self.weights = weights if (weights is not None and cfg.class_balanced) else None
 
-    def __call__(self, out: ModelOutput, targets: Targets,
-                 generator: torch.Generator | None = None) -> tuple[Tensor, dict[str, float]]:
-        """Total loss and its named parts (floats, for logging)."""
+    def __call__(self, out: ModelOutput, targets: Targets, generator: torch.Generator | None = None,
+                 progress: float = 1.0) -> tuple[Tensor, dict[str, float]]:
+        """Total loss and its named parts (floats, for logging).
+
+        ``progress`` (fraction of training done) sets the causal weight's warm-up; during
+        evaluation it stays 1, the full weight.
+        """
         if targets.semantics is None:
             raise ValueError("the occupancy loss needs targets.semantics")
         sem = targets.semantics
@@ -132,10 +136,11 @@ class OccupancyLoss:
             parts["lovasz"] = self.cfg.lovasz_weight * lovasz_softmax(logits[pick].float().softmax(-1), labels[pick])
         if self.cfg.depth_weight > 0 and targets.depth2d is not None:
             parts["depth"] = self.cfg.depth_weight * depth_loss(out.depth, targets.depth2d, self.depth_cfg)
-        if self.cfg.causal_weight > 0 and targets.sem2d is not None:
+        causal_weight = self.cfg.causal_weight * self.cfg.causal_scale(progress)
+        if causal_weight > 0 and targets.sem2d is not None:
             feat3d = out.feat3d if self.cfg.causal_feature == "propagated" else out.feat3d_splat
             loss, _ = causal_loss(feat3d, out.feat2d, sem, targets.sem2d, mask, generator)
-            parts["causal"] = self.cfg.causal_weight * loss
+            parts["causal"] = causal_weight * loss
         total = torch.stack(list(parts.values())).sum() if parts else out.logits.sum() * 0.0
         return total, {k: float(v.detach()) for k, v in parts.items()} | {"total": float(total.detach())}
 

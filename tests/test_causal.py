@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import dataclasses
 
+import pytest
 import torch
 from torch.func import functional_call
 
+from scaocc_core.batch import Targets
 from scaocc_core.causal import (
     causal_loss,
     causal_loss_exact,
@@ -14,9 +16,9 @@ from scaocc_core.causal import (
     class_targets,
     present_classes,
 )
-from scaocc_core.config import LiftConfig
+from scaocc_core.config import ConfigError, LiftConfig, LossConfig
 from scaocc_core.grid import FREE, IGNORE
-from scaocc_core.losses import lovasz_softmax, lovasz_softmax_reference
+from scaocc_core.losses import OccupancyLoss, lovasz_softmax, lovasz_softmax_reference
 from scaocc_core.model.causal_occ import CausalOcc
 
 from .fixtures import camera_inputs, micro_config
@@ -104,6 +106,28 @@ def test_training_only_the_depth_head_reduces_the_causal_loss():
         opt.step()
         losses.append(float(loss.detach()))
     assert sum(losses[-5:]) / 5 < 0.8 * losses[0], losses
+
+
+def test_causal_warmup_ramps_the_weight_from_zero_over_its_fraction_of_training():
+    model, cfg = _model()
+    out = model(camera_inputs(cfg))
+    sem, sem2d = _toy_targets(cfg)
+    loss_cfg = LossConfig(causal_weight=0.5, causal_warmup=0.4)
+    loss = OccupancyLoss(loss_cfg, cfg.depth)
+    targets = Targets(semantics=sem, sem2d=sem2d)
+
+    def causal_at(progress: float) -> float | None:
+        return loss(out, targets, torch.Generator().manual_seed(0), progress)[1].get("causal")
+
+    assert causal_at(0.0) is None  # not computed at all while its weight is 0
+    full = causal_at(1.0)
+    assert full is not None and full > 0
+    assert causal_at(0.2) == pytest.approx(0.5 * full, rel=1e-5)
+    assert causal_at(0.4) == pytest.approx(full, rel=1e-5)
+    assert causal_at(0.9) == pytest.approx(full, rel=1e-5)
+    assert [LossConfig(causal_warmup=0.0).causal_scale(p) for p in (0.0, 0.5)] == [1.0, 1.0]
+    with pytest.raises(ConfigError, match="causal_warmup"):
+        LossConfig(causal_warmup=1.5).validate()
 
 
 def test_vectorised_lovasz_equals_the_per_class_loop():

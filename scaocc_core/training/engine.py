@@ -52,13 +52,14 @@ class TrainStep(nn.Module):
         self.loss = loss
         self.amp_dtype = amp_dtype
 
-    def forward(self, batch: Batch, generator: torch.Generator) -> tuple[Tensor, dict[str, float]]:
-        """Loss of one batch; ``generator`` draws the causal loss' class."""
+    def forward(self, batch: Batch, generator: torch.Generator,
+                progress: float = 1.0) -> tuple[Tensor, dict[str, float]]:
+        """Loss of one batch; ``generator`` draws the causal loss' class, ``progress`` (0..1) its warm-up."""
         device = batch.inputs.images.device
         ctx = torch.autocast(device.type, dtype=self.amp_dtype) if self.amp_dtype is not None else nullcontext()
         with ctx:
             out = self.model(batch.inputs)
-            return self.loss(out, batch.targets, generator)
+            return self.loss(out, batch.targets, generator, progress)
 
 
 @dataclass
@@ -198,7 +199,7 @@ def train(model_cfg: ModelConfig, cfg: TrainConfig, data: str, run_dir: Path, in
             t0 = time.perf_counter()
             lr = optimizer.param_groups[0]["lr"]
             parts, grad_norm = _optimise(runner, params, state, batch.to(device),
-                                         causal_generator(cfg.seed, info.rank, state.step), cfg.grad_clip)
+                                         causal_generator(cfg.seed, info.rank, state.step), cfg)
             dt = time.perf_counter() - t0
             step_times.append(dt)
             state.seconds += dt
@@ -237,15 +238,15 @@ def train(model_cfg: ModelConfig, cfg: TrainConfig, data: str, run_dir: Path, in
 
 
 def _optimise(runner: nn.Module, params: list[nn.Parameter], state: RunState, batch: Batch, generator: torch.Generator,
-              grad_clip: float) -> tuple[dict[str, float], float]:
+              cfg: TrainConfig) -> tuple[dict[str, float], float]:
     """One optimiser step on ``batch``; advances ``state``. Returns the loss parts and the gradient norm."""
-    total, parts = runner(batch, generator)
+    total, parts = runner(batch, generator, state.step / max(cfg.steps, 1))
     if not math.isfinite(parts["total"]) and not state.scaler.is_enabled():
         raise FloatingPointError(f"loss became non-finite at step {state.step}: {parts}")
     state.optimizer.zero_grad(set_to_none=True)
     state.scaler.scale(total).backward()
     state.scaler.unscale_(state.optimizer)
-    grad_norm = float(torch.nn.utils.clip_grad_norm_(params, grad_clip or math.inf))
+    grad_norm = float(torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip or math.inf))
     state.scaler.step(state.optimizer)
     state.scaler.update()
     state.scheduler.step()
