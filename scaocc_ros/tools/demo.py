@@ -184,8 +184,9 @@ def run_nuscenes(args: argparse.Namespace, children: ChildProcesses, out: Path) 
                      for c in CAMERAS}
             children.start("node", node_command(model_args, True, []))
             print(f"demo --nuscenes: starting the node ({model['kind']}) ...", flush=True)
-            if not spin_while(recorder, children, lambda: any(p.get_subscription_count() == 0
-                                                              for p in images.values()), args.timeout):
+            topics = [sm.image_topic(c, True) for c in CAMERAS]  # the recorder + the node
+            if not spin_while(recorder, children, lambda: any(recorder.count_subscribers(t) < 2 for t in topics),
+                              args.timeout):
                 raise TimeoutError(f"occ_node did not subscribe within {args.timeout} s")
             spin_while(recorder, children, lambda: True, 1.0)  # both ends of every topic matched
             sent = [publish_nuscenes(recorder, sample_dir, images, infos)]  # once: reliable, full size
