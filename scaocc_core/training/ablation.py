@@ -12,12 +12,15 @@ Rungs (each adds one component to the previous one)::
     5 + norm. conv      normalised 3D convolution = scaocc_*.yaml, the full method
 
 Every rung is trained with ``--seeds`` seeds on the default-preset world (its held-out
-scenes are the first evaluation set) and evaluated on the native Occ3D grid, clean and under
-so3 camera noise of 1 deg / 5 cm and 3 deg / 15 cm, on those scenes and on a second world
-(another seed, ``hard`` preset): mIoU, mIoU_D, geometric IoU, RayIoU, and the causal
-consistency. Finished runs (``result.json``) are skipped, interrupted ones resume from their
-last checkpoint. Results: ``OUT/ablation.json`` (every rung and seed, the step budget) and
-``OUT/ablation.md``, the table generated from it (``--report FILE`` prints it again).
+scenes are the first evaluation set), from one encoder pretrained on that world's 2D labels
+where the preset says so (``cpu``: the world and pretraining of ``make models``). Each is
+evaluated on the native Occ3D grid, clean and under so3 camera noise of 1 deg / 5 cm and 3
+deg / 15 cm, on those scenes and on a second world (another seed, ``hard`` preset): mIoU,
+mIoU_D, geometric IoU, RayIoU, and the causal consistency. Finished runs (``result.json``)
+are skipped, interrupted ones resume from their last checkpoint. Results:
+``OUT/ablation.json`` (every rung and seed, the step budget) and ``OUT/ablation.md``, the
+table generated from it (``--report FILE`` prints it again), and
+``OUT/ablation_curves.png``, the val mIoU curve of each rung.
 
 Example::
 
@@ -50,6 +53,7 @@ from scaocc_core.training.consistency import consistency_score
 from scaocc_core.training.distributed import DistInfo, pick_device
 from scaocc_core.training.engine import train
 from scaocc_core.training.evaluate import NOISE_SEED, evaluate_model, grid_note
+from scaocc_core.training.pretrain import pretrain
 from scaocc_core.training.robustness import STANDARD, relative_drop
 from scaocc_core.training.synthdata import SynthSet, cache_synthetic_frames, ensure_synthetic
 
@@ -59,7 +63,11 @@ CONFIG_DIR = Path(__file__).resolve().parents[2] / "config" / "model"
 
 @dataclass(frozen=True)
 class AblationPreset:
-    """Benchmark size: configs, the two synthetic worlds, training and evaluation budget."""
+    """Benchmark size: configs, the two synthetic worlds, pretraining, training and evaluation budget.
+
+    ``pretrain_steps`` > 0 pretrains the image encoder once on the training world
+    (:mod:`~scaocc_core.training.pretrain`, the full config's encoder) and every rung starts from it.
+    """
 
     baseline: str
     full: str
@@ -68,18 +76,20 @@ class AblationPreset:
     train: TrainConfig
     eval_frames: int
     consistency_frames: int
+    pretrain_steps: int = 0
 
 
 PRESETS: dict[str, AblationPreset] = {
-    # Sized for 2 CPU cores and < 100 min in total (see EXPERIMENTS.md for the measured times).
+    # The world, encoder pretraining and recipe of `make models`, with fewer steps: 5 rungs x 2 seeds
+    # in about an hour on 2 CPU cores (EXPERIMENTS.md section 5 has the measured time).
     "cpu": AblationPreset(
         baseline="baseline_tiny.yaml", full="scaocc_tiny.yaml",
-        train_set=SynthSet(seed=0, preset="default", scenes=6, frames=6, val_scenes=2, height=128, width=352),
+        train_set=SynthSet(seed=0, preset="default", scenes=24, frames=8, val_scenes=2, height=128, width=352),
         hard_set=SynthSet(seed=100, preset="hard", scenes=2, frames=4, val_scenes=0, height=128, width=352),
-        train=TrainConfig(steps=90, batch_size=1, lr=2e-3, warmup_steps=8, min_lr_ratio=0.05, amp="none",
-                          augment=False, num_workers=0, checkpoint_every=30, val_every=10_000, val_frames=2,
+        train=TrainConfig(steps=120, batch_size=1, lr=2e-3, warmup_steps=15, min_lr_ratio=0.05, amp="none",
+                          augment=True, num_workers=0, checkpoint_every=20, val_every=20, val_frames=4,
                           log_every=5),
-        eval_frames=6, consistency_frames=2,
+        eval_frames=6, consistency_frames=2, pretrain_steps=1200,
     ),
     # Occ3D scale for users with a GPU (r50 configs, 256x704 images, 200x200x16 grid).
     "gpu": AblationPreset(
@@ -104,7 +114,8 @@ def ladder(baseline: ModelConfig, full: ModelConfig) -> list[tuple[str, ModelCon
     depth_as_full = replace(v0.loss, depth_weight=f.loss.depth_weight)
     v1 = replace(v0, name="1_no_depth_sup" if f.loss.depth_weight == 0 else "1_depth_sup", loss=depth_as_full)
     v2 = replace(v1, name="2_causal_loss",
-                 loss=replace(v1.loss, causal_weight=f.loss.causal_weight, causal_feature=f.loss.causal_feature))
+                 loss=replace(v1.loss, causal_weight=f.loss.causal_weight, causal_feature=f.loss.causal_feature,
+                              causal_warmup=f.loss.causal_warmup))
     v3 = replace(v2, name="3_grouped_lift", depth=replace(v2.depth, groups=f.depth.groups))
     v4 = replace(v3, name="4_camera_offsets", offsets=f.offsets, lift=f.lift)
     v5 = replace(v4, name="5_normalized_conv", voxel=f.voxel)
@@ -207,6 +218,30 @@ def to_markdown(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def plot_ablation_curves(report: dict[str, Any], png_path: Path) -> Path:
+    """Validation mIoU against training step, one line per rung (mean over its seeds), as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for row in report["rows"]:
+        curves = [dict(r["val_history"]) for r in report["runs"] if r["variant"] == row["variant"]]
+        steps = sorted(set.intersection(*(set(c) for c in curves)))
+        ax.plot(steps, [100 * float(np.mean([c[s] for c in curves])) for s in steps], marker="o",
+                label=f"{row['variant']} ({len(curves)} seed{'s' * (len(curves) > 1)})")
+    ax.set_xlabel("training step")
+    ax.set_ylabel("val mIoU % (native grid)")
+    ax.set_title(f"ablation ladder, preset {report['preset']}")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(png_path, dpi=100)
+    plt.close(fig)
+    return png_path
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``scaocc ablation``."""
     parser.add_argument("--report", type=Path, default=None, metavar="ABLATION_JSON",
@@ -237,7 +272,13 @@ def run(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     sets = {"val": str(ensure_synthetic(preset.train_set, out / "data")),
             "hard": str(ensure_synthetic(preset.hard_set, out / "data"))}
-    variants = ladder(load_config(CONFIG_DIR / preset.baseline), load_config(CONFIG_DIR / preset.full))
+    full = load_config(CONFIG_DIR / preset.full)
+    variants = ladder(load_config(CONFIG_DIR / preset.baseline), full)
+    if preset.pretrain_steps > 0:
+        encoder = out / "pretrain" / "encoder.pt"
+        if not encoder.is_file():
+            pretrain(full, str(sets["val"]), encoder.parent, preset.pretrain_steps)
+        variants = [(n, replace(c, encoder=replace(c.encoder, pretrained=str(encoder)))) for n, c in variants]
     if args.variants:
         numbers = [name.split("_")[0] for name, _ in variants]
         picks = set(args.variants.split(","))
@@ -252,9 +293,11 @@ def run(args: argparse.Namespace) -> int:
     for seed in range(args.seeds):
         for name, cfg in order:
             results.append(run_one(name, cfg, seed, out / "runs" / f"{name}_seed{seed}", sets, preset, device))
-            report = {"preset": args.preset, "steps": preset.train.steps, "scored_on": results[0]["grid"]["scored_on"],
+            report = {"preset": args.preset, "steps": preset.train.steps, "pretrain_steps": preset.pretrain_steps,
+                      "scored_on": results[0]["grid"]["scored_on"],
                       "rows": aggregate(results, [n for n, _ in variants]), "runs": results}
             (out / "ablation.json").write_text(json.dumps(report, indent=2))
             (out / "ablation.md").write_text(to_markdown(report) + "\n")
+            plot_ablation_curves(report, out / "ablation_curves.png")
     print((out / "ablation.md").read_text())
     return 0
