@@ -24,8 +24,10 @@ def test_rows_are_mean_and_std_over_seeds_and_the_table_comes_from_them():
     mean, std = rows[0]["val mIoU"]
     assert mean == pytest.approx(0.15) and std == pytest.approx(0.0707107, rel=1e-5)
     assert rows[1]["val mIoU"] == (pytest.approx(0.30), 0.0)
-    table = to_markdown({"preset": "cpu", "scored_on": runs[0]["grid"]["scored_on"], "rows": rows})
+    table = to_markdown({"preset": "cpu", "steps": 90, "pretrain_steps": 1200,
+                         "scored_on": runs[0]["grid"]["scored_on"], "rows": rows})
     assert "| 0_baseline | 2 | 90 | 15.0 ± 7.1 |" in table and "native Occ3D grid" in table
+    assert "90 training steps per run from an encoder pretrained for 1200 frames" in table
     assert all(label in table for label, *_ in COLUMNS)
 
 

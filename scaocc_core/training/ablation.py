@@ -212,9 +212,12 @@ def to_markdown(report: dict[str, Any]) -> str:
         lines.append(f"| {r['variant']} | {len(r['seeds'])} | {r['steps']} | {cells} | {r['step_time_s'][0]:.2f} | "
                      f"{pct(r['consistency'])} |")
     lines.append("")
-    lines.append(f"Preset `{report['preset']}`; scored on the {report['scored_on']}; val = held-out scenes of the "
-                 "training world, hard = a second world (seed 100, hard preset); noise = so3 camera noise; "
-                 "drop = relative mIoU drop.")
+    budget = f"{report['steps']} training steps per run" if "steps" in report else "see the steps column"
+    if report.get("pretrain_steps"):
+        budget += f" from an encoder pretrained for {report['pretrain_steps']} frames"
+    lines.append(f"Preset `{report['preset']}` ({budget}); scored on the {report['scored_on']}; "
+                 "val = held-out scenes of the training world, hard = a second world (seed 100, hard preset); "
+                 "noise = so3 camera noise; drop = relative mIoU drop.")
     return "\n".join(lines)
 
 
