@@ -24,6 +24,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.patches import Patch, Rectangle  # noqa: E402
 
 from scaocc_core.config import GridConfig  # noqa: E402
@@ -34,6 +35,20 @@ log = logging.getLogger(__name__)
 UNOBSERVED_RGB = np.array([200, 200, 200], dtype=np.uint8)
 CAMERA_TITLES = ("FRONT LEFT", "FRONT", "FRONT RIGHT", "BACK LEFT", "BACK", "BACK RIGHT")
 VIEW3D_BACKENDS = ("auto", "open3d", "matplotlib")
+
+
+def save_figure(fig: Figure, path: str | Path, layout: bool = True) -> Path:
+    """Write ``fig`` to ``path`` as a PNG (creating its folder), close it and return the path.
+
+    ``layout`` runs ``tight_layout`` first; pass False where the figure placed its axes itself.
+    """
+    if layout:
+        fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100, bbox_inches="tight")
+    plt.close(fig)
+    return path
 
 
 def _legend(ax: plt.Axes, classes: np.ndarray) -> None:
@@ -109,11 +124,7 @@ def camera_overlay_png(
     _legend(axes[0, -1], np.array(sorted(present), dtype=int))
     if suptitle:
         fig.suptitle(suptitle)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100, bbox_inches="tight")
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def bev_image(semantics: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
@@ -160,12 +171,7 @@ def bev_png(
         ax.set_ylabel("x (m, forward)")
         present.update(int(c) for c in np.unique(sem if m is None else sem[m]) if c < FREE)
     _legend(axes[0, -1], np.array(sorted(present), dtype=int))
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100, bbox_inches="tight")
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def surface_voxels(semantics: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
@@ -240,11 +246,7 @@ def voxels_3d_png(
     if handles:
         fig.legend(handles=handles, loc="center right", fontsize=8, frameon=False)
     fig.subplots_adjust(left=0.0, right=0.82, bottom=0.0, top=0.95)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100, bbox_inches="tight")
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, layout=False)
 
 
 def render_voxels_to_cameras(

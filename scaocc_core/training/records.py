@@ -74,10 +74,7 @@ def _series(rows: list[dict[str, str]], key: str) -> tuple[list[float], list[flo
 
 def plot_curves(csv_path: Path, png_path: Path) -> Path:
     """Loss curves (total and parts) and the validation mIoU curve of one run, as a PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from scaocc_core.viz import plt, save_figure
 
     rows = read_metrics(csv_path)
     fig, (ax_loss, ax_val) = plt.subplots(1, 2, figsize=(11, 4))
@@ -96,8 +93,4 @@ def plot_curves(csv_path: Path, png_path: Path) -> Path:
     ax_val.set_ylabel("mIoU %")
     ax_val.set_title("validation mIoU")
     ax_val.grid(alpha=0.3)
-    fig.tight_layout()
-    png_path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(png_path, dpi=100)
-    plt.close(fig)
-    return png_path
+    return save_figure(fig, png_path)

@@ -70,10 +70,7 @@ def format_table(result: dict[str, Any]) -> str:
 
 def plot_sweep(result: dict[str, Any], png: Path, title: str = "") -> Path:
     """mIoU against the so3 rotation sigma (translation scales with it); elementwise as a marker."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from scaocc_core.viz import plt, save_figure
 
     so3 = [e for e in result["levels"] if e["mode"] == "so3"]
     elem = [e for e in result["levels"] if e["mode"] == "elementwise"]
@@ -86,11 +83,7 @@ def plot_sweep(result: dict[str, Any], png: Path, title: str = "") -> Path:
     ax.set_title(title or "mIoU under camera-parameter noise")
     ax.grid(alpha=0.3)
     ax.legend()
-    fig.tight_layout()
-    png.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(png, dpi=100)
-    plt.close(fig)
-    return png
+    return save_figure(fig, png)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
