@@ -53,6 +53,7 @@ from scaocc_core.training.consistency import consistency_score
 from scaocc_core.training.distributed import DistInfo, pick_device
 from scaocc_core.training.engine import train
 from scaocc_core.training.evaluate import NOISE_SEED, evaluate_model, grid_note
+from scaocc_core.training.pretrain import STEPS as PRETRAIN_STEPS
 from scaocc_core.training.pretrain import pretrain
 from scaocc_core.training.robustness import STANDARD, relative_drop
 from scaocc_core.training.synthdata import SynthSet, cache_synthetic_frames, ensure_synthetic
@@ -89,7 +90,7 @@ PRESETS: dict[str, AblationPreset] = {
         train=TrainConfig(steps=120, batch_size=1, lr=2e-3, warmup_steps=15, min_lr_ratio=0.05, amp="none",
                           augment=True, num_workers=0, checkpoint_every=20, val_every=20, val_frames=4,
                           log_every=5),
-        eval_frames=6, consistency_frames=2, pretrain_steps=1200,
+        eval_frames=6, consistency_frames=2, pretrain_steps=PRETRAIN_STEPS,
     ),
     # Occ3D scale for users with a GPU (r50 configs, 256x704 images, 200x200x16 grid).
     "gpu": AblationPreset(
@@ -223,10 +224,7 @@ def to_markdown(report: dict[str, Any]) -> str:
 
 def plot_ablation_curves(report: dict[str, Any], png_path: Path) -> Path:
     """Validation mIoU against training step, one line per rung (mean over its seeds), as a PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from scaocc_core.viz import plt, save_figure
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for row in report["rows"]:
@@ -239,10 +237,7 @@ def plot_ablation_curves(report: dict[str, Any], png_path: Path) -> Path:
     ax.set_title(f"ablation ladder, preset {report['preset']}")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(png_path, dpi=100)
-    plt.close(fig)
-    return png_path
+    return save_figure(fig, png_path)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
