@@ -111,7 +111,7 @@ models: setup
 	test -f $(MODELS_TEST)/manifest.json || $(PY) -m scaocc_core.cli synth --out $(MODELS_TEST) \
 		--scenes 4 --frames 6 --seed 1000 --val-scenes 4 --workers 2
 	test -f $(MODELS_RUNS)/pretrain/encoder.pt || $(PY) -m scaocc_core.cli pretrain \
-		--config config/model/scaocc_tiny.yaml --data $(MODELS_DATA) --out $(MODELS_RUNS)/pretrain --steps 1200 --no-progress
+		--config config/model/scaocc_tiny.yaml --data $(MODELS_DATA) --out $(MODELS_RUNS)/pretrain --no-progress
 	for m in baseline_tiny scaocc_tiny; do \
 	  $(PY) -m scaocc_core.training.train --config config/model/$$m.yaml --data $(MODELS_DATA) \
 	    --pretrained $(MODELS_RUNS)/pretrain/encoder.pt --train-config config/train/models.yaml \
