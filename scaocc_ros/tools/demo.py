@@ -103,6 +103,13 @@ def spin_while(node: Node, children: ChildProcesses, keep_going: Callable[[], bo
     return True
 
 
+def wait_for_node_subscriptions(recorder: Node, children: ChildProcesses, compressed: bool, timeout: float) -> None:
+    """Spin until every image topic has two subscribers, the recorder's and occ_node's."""
+    topics = [sm.image_topic(c, compressed) for c in CAMERAS]
+    if not spin_while(recorder, children, lambda: any(recorder.count_subscribers(t) < 2 for t in topics), timeout):
+        raise TimeoutError(f"occ_node did not subscribe within {timeout} s")
+
+
 def run_synthetic(args: argparse.Namespace, children: ChildProcesses, out: Path) -> dict[str, Any]:
     """The synthetic demo; returns the summary."""
     model_args, model = model_choice(args.checkpoint)
@@ -112,10 +119,7 @@ def run_synthetic(args: argparse.Namespace, children: ChildProcesses, out: Path)
         try:
             children.start("node", node_command(model_args, args.compressed, []))
             print(f"demo: starting the node ({model['kind']}) ...", flush=True)
-            topics = [sm.image_topic(c, args.compressed) for c in CAMERAS]  # the recorder + the node
-            if not spin_while(recorder, children, lambda: any(recorder.count_subscribers(t) < 2 for t in topics),
-                              args.timeout):
-                raise TimeoutError(f"occ_node did not subscribe within {args.timeout} s")
+            wait_for_node_subscriptions(recorder, children, args.compressed, args.timeout)
             cams = ["cameras", "--frames", str(args.frames), "--rate", str(args.rate), "--seed", str(args.seed),
                     "--preset", args.preset, "--resolution", args.resolution, "--wait-subscribers", "180"]
             children.start("cameras", scaocc_command(*cams, *(["--compressed"] if args.compressed else [])))
@@ -184,10 +188,7 @@ def run_nuscenes(args: argparse.Namespace, children: ChildProcesses, out: Path) 
                      for c in CAMERAS}
             children.start("node", node_command(model_args, True, []))
             print(f"demo --nuscenes: starting the node ({model['kind']}) ...", flush=True)
-            topics = [sm.image_topic(c, True) for c in CAMERAS]  # the recorder + the node
-            if not spin_while(recorder, children, lambda: any(recorder.count_subscribers(t) < 2 for t in topics),
-                              args.timeout):
-                raise TimeoutError(f"occ_node did not subscribe within {args.timeout} s")
+            wait_for_node_subscriptions(recorder, children, True, args.timeout)
             spin_while(recorder, children, lambda: True, 1.0)  # both ends of every topic matched
             sent = [publish_nuscenes(recorder, sample_dir, images, infos)]  # once: reliable, full size
             if not spin_while(recorder, children, lambda: recorder.outputs_received() == 0, args.timeout):
