@@ -1,9 +1,8 @@
-"""GPU measurements beside ``bench/inference.py``: training step, pooling kernel, profiles.
+"""GPU measurements beside ``bench/inference.py``: training step, pooling kernel, pre-processing.
 
     python3 bench/gpu_bench.py train --json out/train.json          # scaocc_r50 step, +causal ratio
     python3 bench/gpu_bench.py pool --json out/pool.json            # kernel GB/s vs copy peak, vs index_add
     python3 bench/gpu_bench.py pre --json out/pre.json               # pre-processing: CPU vs on the device
-    python3 bench/gpu_bench.py profile --config scaocc_r50 --precision fp16 --out out/profile_r50.txt
     python3 bench/gpu_bench.py train --device cpu --small           # the same code on the CPU, small sizes
 
 ``train``: the training loop's own step (:class:`~scaocc_core.training.engine.TrainStep`,
@@ -24,26 +23,19 @@ correctness of the path only, its speed means nothing).
 (OpenCV on the CPU, all cores) beside the same resize + crop done on the device (uint8
 upload from pinned memory, bilinear antialiased resize, crop, float scaling): what moving
 it to the GPU would save, and how close its pixels are (mean absolute difference in [0, 1]).
-
-``profile``: ``torch.profiler`` over a few inference runs of the Predictor (network only,
-copies included), with each model stage marked, written as tables sorted by self time.
+The profile of the network is ``bench/gpu_profile.py``.
 """
 
 from __future__ import annotations
 
 import argparse
-import cProfile
 import dataclasses
-import io
 import json
 import os
-import pstats
 import statistics
 import sys
-import tempfile
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -55,8 +47,6 @@ sys.path.insert(0, str(ROOT))
 from scaocc_core.batch import Batch, CameraInputs, Targets  # noqa: E402
 from scaocc_core.config import GridConfig, ImageConfig, ModelConfig, load_config  # noqa: E402
 from scaocc_core.grid import FREE  # noqa: E402
-
-STAGES = ("encoder", "offset_head", "depth_head", "lifter", "propagation", "voxel_net")
 
 
 def config(name: str, small: bool) -> ModelConfig:
@@ -315,126 +305,22 @@ def cv2_resize(img: Any, hw: tuple[int, int]) -> Any:
     return np.clip(cv2.resize(img, (hw[1], hw[0]), interpolation=cv2.INTER_CUBIC), 0, 255).astype(np.uint8)
 
 
-# --------------------------------------------------------------------------- profile
-
-
-@contextmanager
-def stage_ranges(model: torch.nn.Module | None) -> Iterator[None]:
-    """Mark each model stage as a profiler range (forward pre/post hooks)."""
-    handles: list[Any] = []
-    if model is not None:
-        from torch.autograd.profiler import record_function
-
-        for name in STAGES:
-            module = getattr(model, name, None)
-            if module is None:
-                continue
-            open_: dict[str, Any] = {}
-
-            def pre(m: Any, a: Any, name: str = name, open_: dict = open_) -> None:
-                open_["rf"] = record_function(f"stage::{name}")
-                open_["rf"].__enter__()
-
-            def post(m: Any, a: Any, o: Any, open_: dict = open_) -> None:
-                open_.pop("rf").__exit__(None, None, None)
-
-            handles += [module.register_forward_pre_hook(pre), module.register_forward_hook(post)]
-    try:
-        yield
-    finally:
-        for h in handles:
-            h.remove()
-
-
-def profile(name: str, device: torch.device, precision: str, iters: int, small: bool, out: Path | None) -> str:
-    """Profiler tables of the Predictor's network run, and cProfile of its pre-processing."""
-    import numpy as np
-    from torch.profiler import ProfilerActivity
-    from torch.profiler import profile as torch_profile
-
-    from scaocc_core.checkpoint import save_checkpoint
-    from scaocc_core.deploy.parity import ring_rig
-    from scaocc_core.model.causal_occ import CausalOcc
-    from scaocc_core.predictor import PredictorInput, make_predictor
-
-    cfg = config(name, small)
-    torch.manual_seed(0)
-    with tempfile.TemporaryDirectory() as tmp:
-        ckpt = save_checkpoint(Path(tmp) / f"{name}.pt", CausalOcc(cfg), cfg)
-        predictor = make_predictor(ckpt, str(device), "torch", precision=precision)
-    n = cfg.image.num_cams
-    K, T = ring_rig(n, (900, 1600))
-    rng = np.random.default_rng(0)
-    inp = PredictorInput([rng.integers(0, 256, (900, 1600, 3), dtype=np.uint8) for _ in range(n)], K, T,
-                         np.ones(n, dtype=bool))
-    feeds = predictor.preprocess(inp)
-    for _ in range(2):
-        predictor.run(feeds)
-    model = getattr(getattr(predictor.engine, "graph", None), "model", None)
-    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
-    with stage_ranges(model), torch_profile(activities=activities) as prof:
-        for _ in range(iters):
-            predictor.run(feeds)
-        sync(device)
-    key = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
-    events = prof.key_averages()
-    stages = [e for e in events if e.key.startswith("stage::")]
-    where = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
-    lines = [f"{name} {precision} on {device} ({where}), torch {torch.__version__}, "
-             f"{torch.get_num_threads()} threads, {iters} runs profiled"]
-    lines.append("\nper stage (inclusive, ms per run):")
-    for e in sorted(stages, key=lambda e: -e.cpu_time_total):
-        dev = getattr(e, "device_time_total", getattr(e, "cuda_time_total", 0.0))
-        lines.append(f"  {e.key[7:]:<14} cpu {e.cpu_time_total / 1e3 / iters:8.2f}"
-                     + (f"   device {dev / 1e3 / iters:8.2f}" if device.type == "cuda" else ""))
-    self_key = "self_device_time_total" if device.type == "cuda" else "self_cpu_time_total"
-    total = sum(getattr(e, self_key, 0.0) for e in events) / 1e3 / iters
-    inside = sum((getattr(e, "device_time_total", 0.0) if device.type == "cuda" else e.cpu_time_total)
-                 for e in stages) / 1e3 / iters
-    lines.append(f"  {'total':<14} {total:8.2f} ms per run ({'device' if device.type == 'cuda' else 'cpu'} self "
-                 f"time of all operators); outside the stages {total - inside:.2f} ms (splatting, the graph's "
-                 f"argmax + confidence, copies)")
-    lines.append(f"\noperators by {key}:")
-    lines.append(events.table(sort_by=key, row_limit=25, max_name_column_width=60))
-    stats = io.StringIO()
-    pr = cProfile.Profile()
-    pr.enable()
-    for _ in range(3):
-        predictor.preprocess(inp)
-    pr.disable()
-    pstats.Stats(pr, stream=stats).sort_stats("tottime").print_stats(8)
-    lines.append("pre-processing (Predictor.preprocess, 6 x 900x1600 -> model input), cProfile of 3 runs:")
-    lines.append("\n".join(stats.getvalue().splitlines()[:30]))
-    text = "\n".join(lines)
-    if out is not None:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(text)
-    return text
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("what", choices=("train", "pool", "pre", "profile"))
+    parser.add_argument("what", choices=("train", "pool", "pre"))
     parser.add_argument("--config", default="scaocc_r50")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--small", action="store_true", help="2 cameras, 64x176 images, 20x20x4 grid")
     parser.add_argument("--batch", type=int, default=4, help="train: batch size (the GPU recipe's 4)")
     parser.add_argument("--reps", type=int, default=6, help="train: timed steps of each variant; pre: runs")
     parser.add_argument("--amp", default="bf16", choices=("bf16", "fp16", "none"), help="train: autocast on CUDA")
-    parser.add_argument("--precision", default=None, help="profile: fp32, fp16 or bf16 (default: fp16 on CUDA, fp32)")
-    parser.add_argument("--iters", type=int, default=5, help="profile: runs profiled")
     parser.add_argument("--copy-mib", type=int, default=2048, help="pool: size of the copy measuring the peak")
-    parser.add_argument("--json", type=Path, default=None, help="train/pool/pre: write the result here")
-    parser.add_argument("--out", type=Path, default=None, help="profile: write the tables here")
+    parser.add_argument("--json", type=Path, default=None, help="write the result here")
     args = parser.parse_args()
     device = torch.device(args.device)
     if device.type == "cpu" and args.what == "pool":
         os.environ.setdefault("TRITON_INTERPRET", "1")  # before pool_triton is imported
     t0 = time.perf_counter()
-    if args.what == "profile":
-        precision = args.precision or ("fp16" if device.type == "cuda" else "fp32")
-        print(profile(args.config, device, precision, args.iters, args.small, args.out))
-        return
     cfg = config(args.config, args.small)
     if args.what == "train":
         result = train_steps(cfg, device, args.batch, args.reps, args.amp)

@@ -12,7 +12,7 @@
 #   4. inference  bench/inference.py          -> OUT/inference.json (r50 + tiny: eager fp32/fp16/bf16,
 #                                                CUDA graphs, compiled, compiled + graphs; pre/post/FPS)
 #   5. tests      pytest tests/cuda -m cuda   -> OUT/cuda_tests.xml
-#   6. profile    bench/gpu_bench.py profile  -> OUT/profile.txt (r50 fp16 network: stages, top kernels)
+#   6. profile    bench/gpu_profile.py       -> OUT/profile.txt (r50 fp16 network: stages, top kernels)
 #   7. report     bench/gpu_report.py         -> OUT/gpu.json (copy it to bench/results/gpu.json)
 # plus OUT/log.txt (the environment: nvidia-smi, torch, triton; then all output): 8 files,
 # the most the device tool brings back.
@@ -119,7 +119,7 @@ step pre "$PYTHON" bench/gpu_bench.py pre "${DEV[@]}" "${PRE[@]}" --json "$OUT/p
 step inference "$PYTHON" bench/inference.py "${INFER[@]}" --json "$OUT/inference.json"
 step tests "$PYTHON" -m pytest tests/cuda -m cuda -q -rfEs -p no:cacheprovider "${TESTS[@]}" \
   --junitxml="$OUT/cuda_tests.xml"
-step profile "$PYTHON" bench/gpu_bench.py profile "${DEV[@]}" "${SMALL[@]}" "${PROFILE[@]}" --out "$OUT/profile.txt"
+step profile "$PYTHON" bench/gpu_profile.py "${DEV[@]}" "${SMALL[@]}" "${PROFILE[@]}" --out "$OUT/profile.txt"
 
 MACHINE=""
 if [ "$DEVICE" = cpu ]; then MACHINE="dry run on the CPU ($(nproc) cores), small sizes: checks the steps, not the speed"; fi
