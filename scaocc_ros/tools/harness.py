@@ -100,6 +100,7 @@ class Feeder(Node):
         self.images = {c: self.create_publisher(kind, f"/{namespace}/{c}/{suffix}", profile) for c in CAMERAS}
         self.infos = {c: self.create_publisher(CameraInfo, f"/{namespace}/{c}/camera_info", profile) for c in CAMERAS}
         self.sent = {c: 0 for c in CAMERAS}
+        self.last_sent_ns = {c: 0 for c in CAMERAS}  # the stamp of each camera's last good image
         self.good_stamps: set[int] = set()
         self.answers: dict[int, int] = {}  # voxels stamp -> receive time (ns)
         self.diagnostics: dict[str, dict[str, str]] = {}  # status name suffix -> key -> value
@@ -153,6 +154,7 @@ class Feeder(Node):
                 struct.pack_into("<iI", buf, 4, stamp_ns // 1_000_000_000, stamp_ns % 1_000_000_000)
                 self.images[cam].publish(bytes(buf))
             self.sent[cam] += 1
+            self.last_sent_ns[cam] = stamp_ns
         self.good_stamps.add(stamp_ns)
 
     def _on_diagnostics(self, msg: DiagnosticArray) -> None:

@@ -22,7 +22,9 @@ from scaocc_ros.tools.harness import Feeder
 
 @dataclass
 class Context:
-    """What a builder may use: the feeder (good messages), the camera, the time, the last good stamp."""
+    """What a builder may use: the feeder (good messages), the camera, the time, and the stamp of
+    the last good image sent on *this camera* (a stamp the whole rig last used may be one this
+    camera never sent, after a silence: re-using it would be a new image, not a duplicate)."""
 
     feeder: Feeder
     cam: str

@@ -10,8 +10,11 @@ each fed the nuScenes sample rig (six 1600x900 cameras) at ``--rate`` by this pr
 restarted (and counted). The result (``--json``):
 
 - ``bad_sent`` / ``bad_counted`` (what the nodes' ``/diagnostics`` count as unusable);
-- ``node_restarts_needed``; ``rss_mb_warm`` (at ``--warm-s``) and ``rss_mb_end``, summed over
-  the nodes, and per node;
+- ``node_restarts_needed``; ``rss_mb_warm`` (the median of the 10 s from ``--warm-s``) and
+  ``rss_mb_end`` (the median of the last 10 s: one sample may catch the transient tensors of
+  an inference), summed over the nodes, and per node, with each node's memory every 10 s and
+  its trend after the warm-up (``rss_mb_per_10min_after_warm``, a least-squares slope);
+  ``--plot`` draws that memory;
 - ``good_sets_sent`` / ``good_sets_answered``, delivery per camera, latency p50 / p95.
 """
 
@@ -35,6 +38,7 @@ from scaocc_ros.tools.processes import DOMAIN_VARIABLES, ChildProcesses, free_do
 
 NODES = {"raw": False, "compressed": True}  # name (and namespace soak_<name>) -> compressed
 SILENT_CAMERA = CAMERAS[-1]
+RSS_WINDOW_S = 10.0  # rss_mb_warm and rss_mb_end are medians over this long (one sample a second)
 
 
 class SoakNode:
@@ -61,12 +65,13 @@ class SoakNode:
         """Whether the node process is running."""
         return self.children.procs[self.name].poll() is None
 
-    def send_hostile(self, now_ns: int, last_good_ns: int, silent: str | None, rng: np.random.Generator) -> None:
+    def send_hostile(self, now_ns: int, silent: str | None, rng: np.random.Generator) -> None:
         """The next hostile message of the round robin (never to the silent camera)."""
         category, cam = next(self.cycle)
         while cam == silent:
             category, cam = next(self.cycle)
-        kind, msg = self.categories[category](hostile.Context(self.feeder, cam, now_ns, last_good_ns, rng))
+        context = hostile.Context(self.feeder, cam, now_ns, self.feeder.last_sent_ns[cam], rng)
+        kind, msg = self.categories[category](context)
         (self.feeder.infos if kind == "info" else self.feeder.images)[cam].publish(msg)
         self.bad_sent[category] += 1
 
@@ -101,7 +106,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 raise RuntimeError("a node did not start:\n" + "\n".join(children.log_tail(n.name) for n in nodes))
             spin_for(feeders, 2.0)
             start = time.monotonic()
-            tick, last_rss, last_good, warm = 0, -1.0, 0, False
+            tick, last_rss = 0, -1.0
             while (t := time.monotonic() - start) < args.seconds:
                 phase = t % args.silence_every_s
                 silent = SILENT_CAMERA if args.silence_every_s - args.silence_s <= phase else None
@@ -111,15 +116,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                         node.restarts += 1
                         node.pid = node.start()
                     node.feeder.publish_set(now, skip=(silent,) if silent else ())
-                    if args.hostile_start_s <= t < args.seconds - args.drain_s and last_good:
+                    if args.hostile_start_s <= t < args.seconds - args.drain_s:
                         for _ in range(args.hostile_per_tick):
-                            node.send_hostile(now, last_good, silent, rng)
-                last_good = now
+                            node.send_hostile(now, silent, rng)
                 if t - last_rss >= 1.0:
                     last_rss = t
                     for node in nodes:
                         node.rss.append((t, rss_mb(node.pid) or float("nan")))
-                    warm = warm or t >= args.warm_s
                 tick += 1
                 spin_for(feeders, max(0.0, start + tick / args.rate - time.monotonic()))
             settle(feeders, nodes, args.settle_s)  # until the nodes have taken everything sent
@@ -150,13 +153,16 @@ def result(args: argparse.Namespace, nodes: list[SoakNode]) -> dict[str, Any]:
     """The JSON result (see the module docstring)."""
     per_node = {}
     for node in nodes:
-        warm = next((m for t, m in node.rss if t >= args.warm_s), float("nan"))
+        warm = float(np.nanmedian([m for t, m in node.rss if args.warm_s <= t < args.warm_s + RSS_WINDOW_S]))
+        end = float(np.nanmedian([m for _, m in node.rss[-int(RSS_WINDOW_S):]]))
         counted = node.bad_counted()
         per_node[node.name] = {
             "bad_sent": sum(node.bad_sent.values()), "bad_sent_by_category": node.bad_sent,
             "bad_counted": sum(counted.values()), "bad_counted_by_kind": counted, "restarts": node.restarts,
-            "rss_mb_warm": round(warm, 1), "rss_mb_end": round(node.rss[-1][1], 1),
-            "rss_mb_max": round(max(m for _, m in node.rss), 1), **summary_of(node.feeder)}
+            "rss_mb_warm": round(warm, 1), "rss_mb_end": round(end, 1),
+            "rss_mb_max": round(max(m for _, m in node.rss), 1),
+            "rss_mb_per_10min_after_warm": rss_slope(node.rss, args.warm_s),
+            "rss_mb_every_10s": [[round(t), round(m, 1)] for t, m in node.rss[::10]], **summary_of(node.feeder)}
     rows = per_node.values()
     out: dict[str, Any] = {
         "seconds": args.seconds, "rate_hz": args.rate, "node_max_age_s": args.max_age_s,
@@ -175,6 +181,32 @@ def result(args: argparse.Namespace, nodes: list[SoakNode]) -> dict[str, Any]:
     out["passed"] = bool(out["bad_counted"] == out["bad_sent"] and out["node_restarts_needed"] == 0
                          and all(r["rss_mb_end"] <= 1.15 * r["rss_mb_warm"] for r in rows))
     return out
+
+
+def rss_slope(samples: list[tuple[float, float]], warm_s: float) -> float | None:
+    """Least-squares trend of resident memory after ``warm_s``, in MiB per 10 minutes."""
+    kept = [(t, m) for t, m in samples if t >= warm_s and np.isfinite(m)]
+    if len(kept) < 3:
+        return None
+    t, m = np.array(kept).T  # n 2 -> 2 n
+    return round(float(np.polyfit(t, m, 1)[0]) * 600.0, 2)
+
+
+def plot_rss(out: dict[str, Any], png: Path) -> Path:
+    """Resident memory of each node over the soak, as a PNG."""
+    from scaocc_core.viz import plt, save_figure
+
+    fig, ax = plt.subplots(figsize=(8, 4))
+    for name, node in out["nodes"].items():
+        t, m = zip(*node["rss_mb_every_10s"], strict=True)
+        ax.plot(np.array(t) / 60.0, m, label=f"{name} node (trend {node['rss_mb_per_10min_after_warm']} MiB/10 min)")
+    ax.set_xlabel("minutes")
+    ax.set_ylabel("resident memory (MiB)")
+    ax.set_title(f"soak: {out['seconds']:.0f} s at {out['rate_hz']:g} Hz, {out['bad_sent']} hostile messages")
+    ax.set_ylim(bottom=0)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    return save_figure(fig, png)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -196,6 +228,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--start-timeout-s", type=float, default=900.0, help="bound of the nodes' start-up")
     parser.add_argument("--logs", default="/tmp/scaocc_soak_logs", help="node logs")
     parser.add_argument("--json", type=Path, help="write the result here")
+    parser.add_argument("--plot", type=Path, help="write the nodes' resident memory over time here (PNG)")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -212,6 +245,8 @@ def main(argv: list[str] | None = None) -> int:
     text = json.dumps(out, indent=1)
     if args.json:
         args.json.write_text(text)
+    if args.plot:
+        plot_rss(out, args.plot)
     print(text)
     print(f"bad sent {out['bad_sent']}, counted {out['bad_counted']}; restarts {out['node_restarts_needed']}; "
           f"rss warm {out['rss_mb_warm']} MB, end {out['rss_mb_end']} MB; passed: {out['passed']}")
