@@ -28,9 +28,7 @@ from scaocc_ros.tools.processes import DOMAIN_VARIABLES, ChildProcesses, free_do
 def run(args: argparse.Namespace) -> dict[str, object]:
     """One delivery measurement; returns its row."""
     domain = free_domain_id()
-    env = ros_environment(domain)
-    if args.profile:
-        env["FASTDDS_DEFAULT_PROFILES_FILE"] = str(Path(args.profile).resolve())
+    env = ros_environment(domain, profile=Path(args.profile) if args.profile else None)
     for key in (*DOMAIN_VARIABLES, "FASTDDS_BUILTIN_TRANSPORTS", "RMW_FASTRTPS_USE_QOS_FROM_XML"):
         if key in env:
             os.environ[key] = env[key]

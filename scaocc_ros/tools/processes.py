@@ -38,9 +38,11 @@ def _prepend(env: dict[str, str], key: str, paths: list[str]) -> None:
     env[key] = os.pathsep.join(paths + [p for p in current if p not in paths])
 
 
-def ros_environment(domain_id: int, install: Path = INSTALL) -> dict[str, str]:
+def ros_environment(domain_id: int, install: Path = INSTALL, profile: Path | None = None) -> dict[str, str]:
     """``os.environ`` plus the interface packages of ``install``, a private localhost domain and
-    the localhost Fast DDS profile."""
+    a Fast DDS profile: ``profile``, else the one already in the environment, else ours
+    (``config/fastdds_localhost.xml``, whose reader memory policy needs
+    ``RMW_FASTRTPS_USE_QOS_FROM_XML=1``; with another profile that variable is the caller's)."""
     missing = [p for p in INTERFACE_PACKAGES if not (install / p).is_dir()]
     if missing:
         raise FileNotFoundError(f"ROS interfaces {missing} are not built in {install}: run `make setup`")
@@ -52,7 +54,10 @@ def ros_environment(domain_id: int, install: Path = INSTALL) -> dict[str, str]:
     env["ROS_DOMAIN_ID"] = str(domain_id)
     env["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
     env["ROS_LOCALHOST_ONLY"] = "1"  # pre-Jazzy spelling of the same
-    env.setdefault("FASTDDS_DEFAULT_PROFILES_FILE", str(FASTDDS_PROFILE))  # a user's own profile wins
+    if profile is not None:
+        env["FASTDDS_DEFAULT_PROFILES_FILE"] = str(profile.resolve())
+    if env.setdefault("FASTDDS_DEFAULT_PROFILES_FILE", str(FASTDDS_PROFILE)) == str(FASTDDS_PROFILE):
+        env["RMW_FASTRTPS_USE_QOS_FROM_XML"] = "1"
     env["PYTHONUNBUFFERED"] = "1"
     return env
 
