@@ -287,6 +287,8 @@ class OccNode(LifecycleNode):
                             *offset_magnitudes(pred.rotation_offsets, pred.translation_offsets))
 
     def _on_worker_error(self, exc: BaseException) -> None:
+        if not self.context.ok():  # shut down (SIGTERM) while a set was in flight: nothing failed
+            return
         if self.pipeline is not None:
             self.pipeline.stats.inference_failed(f"{type(exc).__name__}: {exc}")
         self.get_logger().error(f"inference failed: {type(exc).__name__}: {exc}",
