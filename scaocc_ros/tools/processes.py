@@ -40,9 +40,8 @@ def _prepend(env: dict[str, str], key: str, paths: list[str]) -> None:
 
 def ros_environment(domain_id: int, install: Path = INSTALL, profile: Path | None = None) -> dict[str, str]:
     """``os.environ`` plus the interface packages of ``install``, a private localhost domain and
-    a Fast DDS profile: ``profile``, else the one already in the environment, else ours
-    (``config/fastdds_localhost.xml``, whose reader memory policy needs
-    ``RMW_FASTRTPS_USE_QOS_FROM_XML=1``; with another profile that variable is the caller's)."""
+    a Fast DDS profile: ``profile``, else the one already in the environment, else
+    ``config/fastdds_localhost.xml``."""
     missing = [p for p in INTERFACE_PACKAGES if not (install / p).is_dir()]
     if missing:
         raise FileNotFoundError(f"ROS interfaces {missing} are not built in {install}: run `make setup`")
@@ -56,8 +55,7 @@ def ros_environment(domain_id: int, install: Path = INSTALL, profile: Path | Non
     env["ROS_LOCALHOST_ONLY"] = "1"  # pre-Jazzy spelling of the same
     if profile is not None:
         env["FASTDDS_DEFAULT_PROFILES_FILE"] = str(profile.resolve())
-    if env.setdefault("FASTDDS_DEFAULT_PROFILES_FILE", str(FASTDDS_PROFILE)) == str(FASTDDS_PROFILE):
-        env["RMW_FASTRTPS_USE_QOS_FROM_XML"] = "1"
+    env.setdefault("FASTDDS_DEFAULT_PROFILES_FILE", str(FASTDDS_PROFILE))
     env["PYTHONUNBUFFERED"] = "1"
     return env
 
