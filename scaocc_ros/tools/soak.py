@@ -38,6 +38,9 @@ from scaocc_ros.tools.processes import DOMAIN_VARIABLES, ChildProcesses, free_do
 
 NODES = {"raw": False, "compressed": True}  # name (and namespace soak_<name>) -> compressed
 SILENT_CAMERA = CAMERAS[-1]
+#: After a silence, hostile stamps stay off the camera this long: an image stamped a second
+#: back may complete a set the camera missed while silent, and the node is right to use it.
+RECOVERY_S = 1.5
 RSS_WINDOW_S = 10.0  # rss_mb_warm and rss_mb_end are medians over this long (one sample a second)
 
 
@@ -65,10 +68,10 @@ class SoakNode:
         """Whether the node process is running."""
         return self.children.procs[self.name].poll() is None
 
-    def send_hostile(self, now_ns: int, silent: str | None, rng: np.random.Generator) -> None:
-        """The next hostile message of the round robin (never to the silent camera)."""
+    def send_hostile(self, now_ns: int, spared: str | None, rng: np.random.Generator) -> None:
+        """The next hostile message of the round robin (never to the ``spared`` camera)."""
         category, cam = next(self.cycle)
-        while cam == silent:
+        while cam == spared:
             category, cam = next(self.cycle)
         context = hostile.Context(self.feeder, cam, now_ns, self.feeder.last_sent_ns[cam], rng)
         kind, msg = self.categories[category](context)
@@ -110,6 +113,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             while (t := time.monotonic() - start) < args.seconds:
                 phase = t % args.silence_every_s
                 silent = SILENT_CAMERA if args.silence_every_s - args.silence_s <= phase else None
+                spared = SILENT_CAMERA if silent or phase < RECOVERY_S else None
                 now = feeders[0].now_ns()
                 for node in nodes:
                     if not node.alive():
@@ -118,7 +122,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     node.feeder.publish_set(now, skip=(silent,) if silent else ())
                     if args.hostile_start_s <= t < args.seconds - args.drain_s:
                         for _ in range(args.hostile_per_tick):
-                            node.send_hostile(now, silent, rng)
+                            node.send_hostile(now, spared, rng)
                 if t - last_rss >= 1.0:
                     last_rss = t
                     for node in nodes:
