@@ -23,13 +23,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import rclpy
 from rclpy.serialization import serialize_message
 from sensor_msgs.msg import Image
 
 from scaocc_ros.tools import synth_msgs as sm
-from scaocc_ros.tools.harness import CAMERAS, Feeder, SampleRig, rss_mb, spin_for, start_node
-from scaocc_ros.tools.processes import DOMAIN_VARIABLES, ChildProcesses, free_domain_id, ros_environment
+from scaocc_ros.tools.harness import CAMERAS, append_row, node_and_feeder, rss_mb, spin_for
 
 
 def big_image(cam: str, mb: float, stamp_ns: int) -> bytes:
@@ -44,53 +42,37 @@ def big_image(cam: str, mb: float, stamp_ns: int) -> bytes:
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     """The measurement; returns its row."""
-    domain = free_domain_id()
-    env = ros_environment(domain, profile=Path(args.profile) if args.profile else None)
-    for key in (*DOMAIN_VARIABLES, "RMW_FASTRTPS_USE_QOS_FROM_XML"):
-        if key in env:
-            os.environ[key] = env[key]
-    rclpy.init(domain_id=domain)
-    try:
-        with ChildProcesses(env, Path(args.logs)) as children:
-            pid = start_node(children, "node", "big", "raw", [])
-            feeder = Feeder("big", SampleRig(), compressed=False)
-            if not spin_for([feeder], 900.0, lambda: feeder.ready() or children.procs["node"].poll() is not None) \
-                    or not feeder.ready():
-                raise TimeoutError(f"occ_node did not subscribe:\n{children.log_tail('node')}")
-            rss: list[tuple[float, float]] = []
-            start = time.monotonic()
+    with node_and_feeder("big", "raw", [], Path(args.logs), Path(args.profile) if args.profile else None) \
+            as (children, pid, feeder):
+        rss: list[tuple[float, float]] = []
+        start = time.monotonic()
 
-            def feed(seconds: float) -> None:
-                end = time.monotonic() + seconds
-                while time.monotonic() < end:
-                    children.check_alive()
-                    feeder.publish_set(feeder.now_ns())
-                    rss.append((time.monotonic() - start, rss_mb(pid) or float("nan")))
-                    spin_for([feeder], 1.0 / args.rate)
+        def feed(seconds: float) -> None:
+            end = time.monotonic() + seconds
+            while time.monotonic() < end:
+                children.check_alive()
+                feeder.publish_set(feeder.now_ns())
+                rss.append((time.monotonic() - start, rss_mb(pid) or float("nan")))
+                spin_for([feeder], 1.0 / args.rate)
 
-            feed(args.warm_s)
-            before = rss[-1][1]
-            answered_before = len(feeder.answers)
-            cam = CAMERAS[1]
-            sent_at = []
-            for _ in range(args.count):
-                sent_at.append(round(time.monotonic() - start, 1))
-                feeder.images[cam].publish(big_image(cam, args.mb, feeder.now_ns()))
-                feed(args.gap_s)
-            feed(args.after_s)
-            spin_for([feeder], 4.0)  # the last diagnostics
-            oversize = feeder.dropped_by_node()[cam].get("oversize", 0)
-            row = {"mb": args.mb, "count": args.count, "sent_at_s": sent_at, "oversize_counted": oversize,
-                   "profile": env.get("FASTDDS_DEFAULT_PROFILES_FILE"),
-                   "rss_mb_before": round(before, 1), "rss_mb_peak": round(max(m for _, m in rss), 1),
-                   "rss_mb_after": round(rss[-1][1], 1),
-                   "sets_answered_after": len(feeder.answers) - answered_before,
-                   "node_alive": children.procs["node"].poll() is None,
-                   "rss_mb_every_s": [[round(t, 1), round(m, 1)] for t, m in rss[:: max(1, int(args.rate))]]}
-            feeder.destroy_node()
-            return row
-    finally:
-        rclpy.try_shutdown()
+        feed(args.warm_s)
+        before = rss[-1][1]
+        answered_before = len(feeder.answers)
+        cam = CAMERAS[1]
+        sent_at = []
+        for _ in range(args.count):
+            sent_at.append(round(time.monotonic() - start, 1))
+            feeder.images[cam].publish(big_image(cam, args.mb, feeder.now_ns()))
+            feed(args.gap_s)
+        feed(args.after_s)
+        spin_for([feeder], 4.0)  # the last diagnostics
+        return {"mb": args.mb, "count": args.count, "sent_at_s": sent_at,
+                "oversize_counted": feeder.dropped_by_node()[cam].get("oversize", 0),
+                "profile": os.environ.get("FASTDDS_DEFAULT_PROFILES_FILE"),
+                "rss_mb_before": round(before, 1), "rss_mb_peak": round(max(m for _, m in rss), 1),
+                "rss_mb_after": round(rss[-1][1], 1), "sets_answered_after": len(feeder.answers) - answered_before,
+                "node_alive": children.procs["node"].poll() is None,
+                "rss_mb_every_s": [[round(t, 1), round(m, 1)] for t, m in rss[:: max(1, int(args.rate))]]}
 
 
 def main() -> None:
@@ -109,8 +91,7 @@ def main() -> None:
     row = run(args)
     print(json.dumps({k: v for k, v in row.items() if k != "rss_mb_every_s"}, indent=1))
     if args.json:
-        rows = json.loads(args.json.read_text()) if args.json.is_file() else []
-        args.json.write_text(json.dumps([*rows, row], indent=1))
+        append_row(args.json, row)
     sys.exit(0 if row["oversize_counted"] == args.count and row["node_alive"] else 1)
 
 

@@ -19,48 +19,28 @@ import sys
 import time
 from pathlib import Path
 
-import rclpy
-
-from scaocc_ros.tools.harness import Feeder, SampleRig, rss_mb, spin_for, start_node, summary_of
-from scaocc_ros.tools.processes import DOMAIN_VARIABLES, ChildProcesses, free_domain_id, ros_environment
+from scaocc_ros.tools.harness import append_row, node_and_feeder, rss_mb, spin_for, summary_of
 
 
 def run(args: argparse.Namespace) -> dict[str, object]:
     """One delivery measurement; returns its row."""
-    domain = free_domain_id()
-    env = ros_environment(domain, profile=Path(args.profile) if args.profile else None)
-    for key in (*DOMAIN_VARIABLES, "FASTDDS_BUILTIN_TRANSPORTS", "RMW_FASTRTPS_USE_QOS_FROM_XML"):
-        if key in env:
-            os.environ[key] = env[key]
-    rclpy.init(domain_id=domain)
-    compressed = args.transport == "compressed"
-    try:
-        with ChildProcesses(env, Path(args.logs)) as children:
-            params = ["-p", f"image_reliability:={args.reliability}", "-p", f"image_qos_depth:={args.depth}"]
-            pid = start_node(children, "node", "bench", args.transport, params)
-            feeder = Feeder("bench", SampleRig(), compressed, args.publisher_depth)
-            if not spin_for([feeder], 900.0, lambda: feeder.ready() or children.procs["node"].poll() is not None) \
-                    or not feeder.ready():
-                raise TimeoutError(f"occ_node did not subscribe:\n{children.log_tail('node')}")
-            spin_for([feeder], 2.0)
-            start = time.monotonic()
-            tick = 0
-            while time.monotonic() - start < args.seconds:
-                children.check_alive()
-                feeder.publish_set(feeder.now_ns())
-                tick += 1
-                spin_for([feeder], max(0.0, start + tick / args.rate - time.monotonic()))
-            elapsed = time.monotonic() - start
-            spin_for([feeder], 4.0)  # the last diagnostics after the last image
-            row = {"transport": args.transport, "rate_hz": args.rate, "achieved_rate_hz": round(tick / elapsed, 2),
-                   "reliability": args.reliability, "depth": args.depth,
-                   "publisher_depth": args.publisher_depth,
-                   "profile": env.get("FASTDDS_DEFAULT_PROFILES_FILE"), "seconds": args.seconds,
-                   "node_rss_mb": rss_mb(pid), **summary_of(feeder)}
-            feeder.destroy_node()
-            return row
-    finally:
-        rclpy.try_shutdown()
+    params = ["-p", f"image_reliability:={args.reliability}", "-p", f"image_qos_depth:={args.depth}"]
+    with node_and_feeder("bench", args.transport, params, Path(args.logs), Path(args.profile) if args.profile else None,
+                         args.publisher_depth) as (children, pid, feeder):
+        spin_for([feeder], 2.0)
+        start = time.monotonic()
+        tick = 0
+        while time.monotonic() - start < args.seconds:
+            children.check_alive()
+            feeder.publish_set(feeder.now_ns())
+            tick += 1
+            spin_for([feeder], max(0.0, start + tick / args.rate - time.monotonic()))
+        elapsed = time.monotonic() - start
+        spin_for([feeder], 4.0)  # the last diagnostics after the last image
+        return {"transport": args.transport, "rate_hz": args.rate, "achieved_rate_hz": round(tick / elapsed, 2),
+                "reliability": args.reliability, "depth": args.depth, "publisher_depth": args.publisher_depth,
+                "profile": os.environ.get("FASTDDS_DEFAULT_PROFILES_FILE"), "seconds": args.seconds,
+                "node_rss_mb": rss_mb(pid), **summary_of(feeder)}
 
 
 def main() -> None:
@@ -83,8 +63,7 @@ def main() -> None:
     print(json.dumps(row, indent=1))
     print(f"{args.transport} {args.rate} Hz {args.reliability} depth {args.depth}: worst camera {100 * worst:.2f} %")
     if args.json:
-        rows = json.loads(args.json.read_text()) if args.json.is_file() else []
-        args.json.write_text(json.dumps([*rows, row], indent=1))
+        append_row(args.json, row)
     sys.exit(0 if worst >= 0.99 else 1)
 
 

@@ -1,6 +1,7 @@
 """A load harness: occ_node in a child process, a camera feeder in this one, over real DDS.
 
-Used by ``bench/delivery.py`` (full-size images: how many reach the node's synchroniser) and
+Used by ``bench/delivery.py`` (full-size images: how many reach the node's synchroniser),
+``bench/big_message.py`` (a hostile 200 MB image) and
 ``bench/soak.py`` (good sets mixed with hostile messages). Each :class:`Feeder` publishes
 the nuScenes sample rig (six 1600x900 cameras, the real JPEGs, or the same pixels as raw
 ``bgr8``) to one node namespace, and reads back what the node says on ``/diagnostics``
@@ -15,7 +16,8 @@ import os
 import re
 import struct
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +36,14 @@ from std_msgs.msg import Header
 from scaocc_core.data.rig import NUSCENES_CAMERAS, default_sample_dir
 from scaocc_ros import qos
 from scaocc_ros.tools import synth_msgs as sm
-from scaocc_ros.tools.processes import ROOT, ChildProcesses, scaocc_command
+from scaocc_ros.tools.processes import (
+    DOMAIN_VARIABLES,
+    ROOT,
+    ChildProcesses,
+    free_domain_id,
+    ros_environment,
+    scaocc_command,
+)
 
 CAMERAS = [sm.ros_camera_name(n) for n in NUSCENES_CAMERAS]
 
@@ -234,3 +243,37 @@ def summary_of(feeder: Feeder) -> dict[str, Any]:
             "good_sets_sent": len(feeder.good_stamps),
             "good_sets_answered": len(feeder.good_stamps & set(feeder.answers)),
             "latency_p50_ms": p50, "latency_p95_ms": p95}
+
+
+@contextmanager
+def node_and_feeder(namespace: str, transport: str, params: list[str], logs: Path, profile: Path | None = None,
+                    publisher_depth: int = 5) -> Iterator[tuple[ChildProcesses, int, Feeder]]:
+    """occ_node under ``/<namespace>`` in a child process on a private localhost domain (Fast DDS
+    ``profile``, else the shipped one) and a :class:`Feeder` for it here, once the node subscribes
+    every camera; yields ``(children, node pid, feeder)`` and shuts it all down on exit."""
+    domain = free_domain_id()
+    env = ros_environment(domain, profile=profile)
+    for key in (*DOMAIN_VARIABLES, "FASTDDS_BUILTIN_TRANSPORTS", "RMW_FASTRTPS_USE_QOS_FROM_XML"):
+        if key in env:
+            os.environ[key] = env[key]
+    rclpy.init(domain_id=domain)
+    try:
+        with ChildProcesses(env, logs) as children:
+            pid = start_node(children, "node", namespace, transport, params)
+            feeder = Feeder(namespace, SampleRig(), transport == "compressed", publisher_depth)
+            try:
+                if not spin_for([feeder], 900.0, lambda: feeder.ready() or children.procs["node"].poll() is not None) \
+                        or not feeder.ready():
+                    raise TimeoutError(f"occ_node did not subscribe:\n{children.log_tail('node')}")
+                yield children, pid, feeder
+            finally:
+                feeder.destroy_node()
+    finally:
+        rclpy.try_shutdown()
+
+
+def append_row(path: Path, row: dict[str, Any]) -> None:
+    """Append ``row`` to the JSON list in ``path`` (a new list if the file is absent)."""
+    rows = json.loads(path.read_text()) if path.is_file() else []
+    path.write_text(json.dumps([*rows, row], indent=1))
+
