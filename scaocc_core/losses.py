@@ -83,14 +83,19 @@ def depth_targets(depth2d: Tensor, feat_hw: tuple[int, int], cfg: DepthConfig) -
 
 
 def depth_loss(depth: Tensor, depth2d: Tensor, cfg: DepthConfig) -> Tensor:
-    """BCE between the (group-averaged) depth distribution and one-hot depth bins."""
+    """BCE between the (group-averaged) depth distribution and one-hot depth bins.
+
+    Summed over the ``D`` bins and averaged over the supervised cells, as BEVDepth
+    normalises it. (A mean over bins as well divides the gradient by ``D``: at weight 1
+    with 44 bins it left the depth head of the tiny models near uniform, EXPERIMENTS.md.)
+    """
     prob = depth.mean(dim=2)  # b n D h w
     bins, valid = depth_targets(depth2d, (prob.shape[-2], prob.shape[-1]), cfg)
     if not bool(valid.any()):
         return prob.sum() * 0.0
     p = prob.permute(0, 1, 3, 4, 2)[valid]  # V D
     onehot = F.one_hot(bins[valid], cfg.num_bins).to(p.dtype)
-    return F.binary_cross_entropy(p.clamp(1e-6, 1 - 1e-6), onehot)
+    return F.binary_cross_entropy(p.clamp(1e-6, 1 - 1e-6), onehot, reduction="none").sum(-1).mean()
 
 
 def lovasz_sample(n: int, k: int, device: torch.device, generator: torch.Generator | None) -> Tensor | slice:

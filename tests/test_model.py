@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import pytest
 import torch
 
 from scaocc_core.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from scaocc_core.config import ConfigError, OffsetConfig, load_config, model_config_from_dict
+from scaocc_core.config import ConfigError, DepthConfig, OffsetConfig, load_config, model_config_from_dict
+from scaocc_core.losses import depth_loss
 from scaocc_core.model.causal_occ import CausalOcc
 from scaocc_core.model.voxel_net import NormalizedConv3d, depthwise3x3x3, depthwise3x3x3_reference
 
@@ -166,3 +168,19 @@ def test_upsampling_head_predicts_the_output_grid():
     assert out.feat3d.shape[-3:] == cfg.feature_grid.size
     with pytest.raises(ConfigError, match="divisible"):
         dataclasses.replace(cfg, grid=dataclasses.replace(cfg.grid, size=(17, 16, 4))).validate()
+
+
+def test_depth_loss_sums_bins_and_averages_cells():
+    """Uniform depth over D bins: -log(1/D) - (D-1) log(1 - 1/D) per supervised cell (by hand)."""
+    cfg = DepthConfig(d_min=1.0, d_max=5.0, d_step=1.0)  # D = 4
+    D = cfg.num_bins
+    depth = torch.full((1, 2, 1, D, 2, 2), 1.0 / D)  # b n G D h w
+    depth2d = torch.zeros(1, 2, 4, 4)  # b n H W: one 2x2 pixel block per cell
+    depth2d[0, 0, :2, :2] = 2.5  # bin 1
+    depth2d[0, 1, 2:, 2:] = 4.2  # bin 3; every other cell is unsupervised (no depth)
+    expected = -math.log(1 / D) - (D - 1) * math.log(1 - 1 / D)
+    assert float(depth_loss(depth, depth2d, cfg)) == pytest.approx(expected, rel=1e-5)
+    sharp = torch.zeros_like(depth)
+    sharp[0, 0, 0, 1, 0, 0] = sharp[0, 1, 0, 3, 1, 1] = 1.0
+    sharp[0, :, 0, 0] += torch.where(sharp[0, :, 0].sum(1) == 0, 1.0, 0.0)  # elsewhere: bin 0
+    assert float(depth_loss(sharp, depth2d, cfg)) < 1e-4
