@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from collections.abc import Callable
@@ -48,14 +47,7 @@ from scaocc_ros.tools.demo_record import (
     score,
     write_pictures,
 )
-from scaocc_ros.tools.processes import (
-    DOMAIN_VARIABLES,
-    ROOT,
-    ChildProcesses,
-    free_domain_id,
-    ros_environment,
-    scaocc_command,
-)
+from scaocc_ros.tools.processes import ROOT, ChildProcesses, join_private_domain, scaocc_command
 
 DEMO_CHECKPOINT = ROOT / "models" / "scaocc_tiny.pt"
 DEMO_CONFIG = ROOT / "config" / "model" / "scaocc_tiny.yaml"
@@ -243,10 +235,7 @@ def run(args: argparse.Namespace) -> int:
     """Run the demo; prints where everything is. Returns the exit code."""
     out = Path(args.out) / ("nuscenes" if args.nuscenes else "")
     out.mkdir(parents=True, exist_ok=True)
-    domain = free_domain_id()
-    env = ros_environment(domain)
-    for key in DOMAIN_VARIABLES:
-        os.environ[key] = env[key]  # this process's recorder joins the same private domain
+    domain, env = join_private_domain()  # this process's recorder joins the node's domain
     rclpy.init(args=["scaocc_demo"], domain_id=domain)
     try:
         with ChildProcesses(env, out / "logs") as children:

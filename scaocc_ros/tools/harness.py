@@ -36,14 +36,7 @@ from std_msgs.msg import Header
 from scaocc_core.data.rig import NUSCENES_CAMERAS, default_sample_dir
 from scaocc_ros import qos
 from scaocc_ros.tools import synth_msgs as sm
-from scaocc_ros.tools.processes import (
-    DOMAIN_VARIABLES,
-    ROOT,
-    ChildProcesses,
-    free_domain_id,
-    ros_environment,
-    scaocc_command,
-)
+from scaocc_ros.tools.processes import ROOT, ChildProcesses, join_private_domain, scaocc_command
 
 CAMERAS = [sm.ros_camera_name(n) for n in NUSCENES_CAMERAS]
 
@@ -251,11 +244,7 @@ def node_and_feeder(namespace: str, transport: str, params: list[str], logs: Pat
     """occ_node under ``/<namespace>`` in a child process on a private localhost domain (Fast DDS
     ``profile``, else the shipped one) and a :class:`Feeder` for it here, once the node subscribes
     every camera; yields ``(children, node pid, feeder)`` and shuts it all down on exit."""
-    domain = free_domain_id()
-    env = ros_environment(domain, profile=profile)
-    for key in (*DOMAIN_VARIABLES, "FASTDDS_BUILTIN_TRANSPORTS", "RMW_FASTRTPS_USE_QOS_FROM_XML"):
-        if key in env:
-            os.environ[key] = env[key]
+    domain, env = join_private_domain(profile)
     rclpy.init(domain_id=domain)
     try:
         with ChildProcesses(env, logs) as children:

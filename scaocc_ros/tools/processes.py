@@ -60,6 +60,17 @@ def ros_environment(domain_id: int, install: Path = INSTALL, profile: Path | Non
     return env
 
 
+def join_private_domain(profile: Path | None = None) -> tuple[int, dict[str, str]]:
+    """A fresh private domain that this process and its children share: picks the domain id,
+    builds the children's :func:`ros_environment` and exports its :data:`DOMAIN_VARIABLES`
+    into ``os.environ`` (so ``rclpy.init(domain_id=...)`` here joins it); returns both."""
+    domain = free_domain_id()
+    env = ros_environment(domain, profile=profile)
+    for key in DOMAIN_VARIABLES:
+        os.environ[key] = env[key]
+    return domain, env
+
+
 def scaocc_command(*args: str) -> list[str]:
     """``scaocc ARGS`` run by this interpreter (no console script needed)."""
     return [sys.executable, "-m", "scaocc_core.cli", *args]

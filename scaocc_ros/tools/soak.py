@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -34,7 +33,7 @@ import rclpy
 
 from scaocc_ros.tools import hostile
 from scaocc_ros.tools.harness import CAMERAS, Feeder, SampleRig, rss_mb, spin_for, start_node, summary_of
-from scaocc_ros.tools.processes import DOMAIN_VARIABLES, ChildProcesses, free_domain_id, ros_environment
+from scaocc_ros.tools.processes import ChildProcesses, join_private_domain
 
 NODES = {"raw": False, "compressed": True}  # name (and namespace soak_<name>) -> compressed
 SILENT_CAMERA = CAMERAS[-1]
@@ -89,10 +88,7 @@ class SoakNode:
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     """Run the soak; returns the result."""
-    domain = free_domain_id()
-    env = ros_environment(domain)
-    for key in DOMAIN_VARIABLES:
-        os.environ[key] = env[key]
+    domain, env = join_private_domain()
     rclpy.init(domain_id=domain)
     rng = np.random.default_rng(args.seed)
     rig = SampleRig()
