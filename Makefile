@@ -98,9 +98,10 @@ demo-nuscenes: setup
 # ---------------------------------------------------------------------------------------
 # The shipped checkpoints models/baseline_tiny.pt and models/scaocc_tiny.pt (+ provenance JSON):
 # one image encoder pretrained on the synthetic world's 2D semantics and depth (scaocc pretrain),
-# then both configs trained from it with the same frames, steps and recipe
-# (config/train/models.yaml), scored on the native Occ3D grid on a held-out world (seed 1000)
-# that no training or selection ever saw. Every step is resumable: rerun to continue.
+# then both configs trained from it with the same frames, steps and recipe in two stages
+# (config/train/models.yaml, then a warm restart, config/train/models_finetune.yaml), scored on
+# the native Occ3D grid on a held-out world (seed 1000) that no training or selection ever saw.
+# Every step is resumable: rerun to continue.
 MODELS_DATA := data/models/train_s0
 MODELS_TEST := data/models/test_s1000
 MODELS_RUNS := runs/models
@@ -116,6 +117,9 @@ models: setup
 	  $(PY) -m scaocc_core.training.train --config config/model/$$m.yaml --data $(MODELS_DATA) \
 	    --pretrained $(MODELS_RUNS)/pretrain/encoder.pt --train-config config/train/models.yaml \
 	    --out $(MODELS_RUNS)/$$m --resume --no-progress && \
-	  $(PY) -m scaocc_core.training.publish --run $(MODELS_RUNS)/$$m --data $(MODELS_DATA) --test $(MODELS_TEST) \
+	  $(PY) -m scaocc_core.training.train --config config/model/$$m.yaml --data $(MODELS_DATA) \
+	    --init $(MODELS_RUNS)/$$m/final.pt --train-config config/train/models_finetune.yaml \
+	    --out $(MODELS_RUNS)/$${m}_ft --resume --no-progress && \
+	  $(PY) -m scaocc_core.training.publish --run $(MODELS_RUNS)/$${m}_ft --data $(MODELS_DATA) --test $(MODELS_TEST) \
 	    --out models/$$m.pt --json models/$$m.json || exit 1; \
 	done

@@ -8,11 +8,13 @@ import math
 import pytest
 import torch
 
+from scaocc_core.batch import Targets
 from scaocc_core.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from scaocc_core.config import ConfigError, DepthConfig, OffsetConfig, load_config, model_config_from_dict
-from scaocc_core.losses import depth_loss
+from scaocc_core.grid import NUM_CLASSES
+from scaocc_core.losses import OccupancyLoss, depth_loss
 from scaocc_core.model.causal_occ import CausalOcc
-from scaocc_core.model.voxel_net import NormalizedConv3d, depthwise3x3x3, depthwise3x3x3_reference
+from scaocc_core.model.voxel_net import NormalizedConv3d, SubVoxelHead, depthwise3x3x3, depthwise3x3x3_reference
 
 from .fixtures import camera_inputs, micro_config
 
@@ -168,6 +170,29 @@ def test_upsampling_head_predicts_the_output_grid():
     assert out.feat3d.shape[-3:] == cfg.feature_grid.size
     with pytest.raises(ConfigError, match="divisible"):
         dataclasses.replace(cfg, grid=dataclasses.replace(cfg.grid, size=(17, 16, 4))).validate()
+
+
+def test_sub_voxel_head_layout_and_loss_on_it():
+    """Output voxel (f X' + i, f Y' + j, f Z' + m) reads MLP output ``k f^3 + i f^2 + j f + m`` of its
+    feature voxel (the layout the shipped checkpoints were trained with), stored channels-last;
+    the loss is the same on a contiguous copy of the logits."""
+    torch.manual_seed(0)
+    head, f, K = SubVoxelHead(4, NUM_CLASSES, 2), 2, NUM_CLASSES
+    x = torch.randn(1, 4, 3, 2, 2)  # b Cin X' Y' Z'
+    out = head(x)  # b K X Y Z
+    raw = head.mlp(x.permute(0, 2, 3, 4, 1))  # b X' Y' Z' (K f f f)
+    assert out.shape == (1, K, 6, 4, 4) and out.is_contiguous(memory_format=torch.channels_last_3d)
+    for k, i, j, m, X, Y, Z in [(0, 0, 0, 0, 0, 0, 0), (5, 1, 0, 1, 2, 1, 0), (17, 1, 1, 1, 1, 0, 1)]:
+        assert out[0, k, f * X + i, f * Y + j, f * Z + m] == raw[0, X, Y, Z, k * f**3 + i * f * f + j * f + m]
+    cfg = micro_config()
+    model_out = CausalOcc(cfg).eval()(camera_inputs(cfg))
+    sem = torch.randint(0, K, (1, *cfg.grid.size))
+    targets = Targets(sem, torch.rand(sem.shape) > 0.3, None, None, None)
+    loss = OccupancyLoss(cfg.loss, cfg.depth)
+    last = dataclasses.replace(model_out, logits=model_out.logits.contiguous(memory_format=torch.channels_last_3d))
+    first = dataclasses.replace(model_out, logits=model_out.logits.contiguous())
+    g = [torch.Generator().manual_seed(1) for _ in range(2)]
+    torch.testing.assert_close(loss(last, targets, g[0])[0], loss(first, targets, g[1])[0])
 
 
 def test_depth_loss_sums_bins_and_averages_cells():

@@ -14,6 +14,7 @@ from scaocc_core.config import ConfigError
 from scaocc_core.training.config import TrainConfig, lr_factor, train_config_from_dict
 from scaocc_core.training.distributed import DistInfo
 from scaocc_core.training.engine import FINAL, LAST, train
+from scaocc_core.training.publish import publish
 from scaocc_core.training.records import read_metrics
 from scaocc_core.training.synthdata import CachedFrames
 
@@ -93,6 +94,26 @@ def test_resume_with_another_config_is_refused(world: str, tmp_path: Path) -> No
     other = replace(front_config(), name="other")
     with pytest.raises(CheckpointError, match="another model config"):
         train(other, micro_train_config(2), world, tmp_path, DistInfo(), resume=True, progress=False)
+
+
+def test_second_stage_starts_from_the_first_stage_weights(world: str, tmp_path: Path) -> None:
+    """``train --init``: stage 2 starts from stage 1's weights (fresh optimiser), records where they
+    came from, and publish adds the steps of both stages; a checkpoint of another architecture is refused."""
+    cfg = front_config()
+    first = train(cfg, micro_train_config(2), world, tmp_path / "one", DistInfo(), progress=False)
+    zero_lr = micro_train_config(1, lr=1e-12, warmup_steps=0, min_lr_ratio=1.0, weight_decay=0.0)
+    second = train(cfg, zero_lr, world, tmp_path / "two", DistInfo(), progress=False, init=first.final_checkpoint)
+    a, b = _weights(first.final_checkpoint), _weights(second.final_checkpoint)
+    for k in a:
+        if a[k].is_floating_point() and "running" not in k:  # BatchNorm statistics still move in train mode
+            torch.testing.assert_close(a[k], b[k], msg=f"weight {k} did not come from --init")
+    meta = read_checkpoint(second.final_checkpoint)["meta"]
+    assert meta["init"]["checkpoint"] == str(first.final_checkpoint) and meta["init"]["meta"]["step"] == 2
+    record = publish(tmp_path / "two", world, tmp_path / "m.pt", tmp_path / "m.json", "cmd", max_frames=1)
+    assert record["train_steps"] == 1 and record["total_train_steps"] == 3
+    with pytest.raises(CheckpointError, match="do not fit"):
+        train(front_config(full=True), micro_train_config(1), world, tmp_path / "three", DistInfo(), progress=False,
+              init=first.final_checkpoint)
 
 
 class CountingSource:

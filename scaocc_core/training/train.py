@@ -44,6 +44,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--pretrained", type=Path, default=None,
                         help="initialise the image encoder from this file (scaocc pretrain's encoder.pt, or a "
                              "torchvision/mmdet ResNet); overrides encoder.pretrained of --config")
+    parser.add_argument("--init", type=Path, default=None,
+                        help="start from every weight of this checkpoint (a previous stage's final.pt), with a "
+                             "fresh optimiser and schedule; the architecture must match --config")
     parser.add_argument("--resume", action="store_true", help="continue from RUN_DIR/last.pt if it exists")
     parser.add_argument("--device", default=None, choices=("cpu", "cuda"), help="default: cuda if available")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -76,7 +79,8 @@ def run(args: argparse.Namespace) -> int:
             args.out.mkdir(parents=True, exist_ok=True)
             (args.out / "model.yaml").write_text(yaml.safe_dump(model_cfg.to_dict(), sort_keys=False))
             (args.out / "command.txt").write_text(" ".join(shlex.quote(a) for a in sys.argv) + "\n")
-        result = train(model_cfg, cfg, args.data, args.out, info, resume=args.resume, progress=not args.no_progress)
+        result = train(model_cfg, cfg, args.data, args.out, info, resume=args.resume, progress=not args.no_progress,
+                       init=args.init)
     finally:
         cleanup(info)
     if info.is_main:
