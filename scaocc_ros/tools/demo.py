@@ -43,6 +43,7 @@ from scaocc_ros.tools.demo_record import (
     grid_of,
     latency_stats,
     node_diagnostics,
+    picture_stamp,
     read_recording,
     score,
     write_pictures,
@@ -134,9 +135,9 @@ def run_synthetic(args: argparse.Namespace, children: ChildProcesses, out: Path)
     rec = read_recording(bag_path, CAMERAS)
     metric, matched = score(rec)
     pictures: list[Path] = []
-    shown = [s for s in sorted(rec.predictions) if s in images and len(images[s]) == len(CAMERAS)]
-    if shown:
-        pictures = write_pictures(rec, shown[-1], decode_images(images[shown[-1]], CAMERAS, args.compressed),
+    stamp = picture_stamp(rec.predictions, images)
+    if stamp is not None:
+        pictures = write_pictures(rec, stamp, decode_images(images.get(stamp, {}), CAMERAS, args.compressed),
                                   CAMERAS, out, "synthetic frame")
     summary = {
         "mode": "synthetic", "model": model,
@@ -192,11 +193,10 @@ def run_nuscenes(args: argparse.Namespace, children: ChildProcesses, out: Path) 
             children.stop_all()
             recorder.destroy_node()
     rec = read_recording(bag_path, CAMERAS)
-    answered = [s for s in rec.predictions if s in raw and len(raw[s]) == len(CAMERAS)]
-    if not answered:
-        raise RuntimeError("the recorder did not receive the camera images of any answered set")
-    stamp = max(answered)
-    pictures = write_pictures(rec, stamp, decode_images(raw[stamp], CAMERAS, True), CAMERAS, out,
+    stamp = picture_stamp(rec.predictions, raw)
+    if stamp is None:
+        raise RuntimeError("the node answered none of the camera sets sent")
+    pictures = write_pictures(rec, stamp, decode_images(raw.get(stamp, {}), CAMERAS, True), CAMERAS, out,
                               "nuScenes sample (real images)")
     return {"mode": "nuscenes", "model": model, "note": REAL_IMAGES_NOTE, "sample_dir": str(sample_dir),
             "sets_sent": len(sent), "frames_published": len(rec.predictions), **latency_stats(rec),

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -197,22 +198,40 @@ def camera_calibration(rec: Recording, cameras: list[str]) -> tuple[np.ndarray, 
     return np.stack(Ks), np.stack(Ts), convert.camera_info_to_intrinsics(rec.infos[cameras[0]]).image_hw
 
 
-def decode_images(raw: dict[str, bytes], cameras: list[str], compressed: bool) -> list[np.ndarray]:
-    """``H W 3`` RGB images of one recorded camera set."""
+def picture_stamp(predictions: Iterable[int], images: Mapping[int, Mapping[str, bytes]]) -> int | None:
+    """The answered set to draw: the newest among those whose camera images arrived most completely.
+
+    The recorder is one more subscriber and may miss an image the node received (a loaded
+    machine, best-effort image QoS); the pictures then show that camera as missing rather than
+    not being drawn at all. ``None`` when the node answered nothing.
+    """
+    answered = list(predictions)
+    return max(answered, key=lambda s: (len(images.get(s, {})), s)) if answered else None
+
+
+def decode_images(raw: Mapping[str, bytes], cameras: list[str], compressed: bool) -> list[np.ndarray | None]:
+    """``H W 3`` RGB images of one recorded camera set; ``None`` for a camera not received."""
     typename = "sensor_msgs/msg/CompressedImage" if compressed else "sensor_msgs/msg/Image"
-    msgs = [ros_types.deserialize(raw[c], typename) for c in cameras]
-    return [convert.compressed_to_rgb(m) if compressed else convert.image_to_rgb(m) for m in msgs]
+    msgs = [ros_types.deserialize(raw[c], typename) if c in raw else None for c in cameras]
+    return [None if m is None else convert.compressed_to_rgb(m) if compressed else convert.image_to_rgb(m)
+            for m in msgs]
 
 
-def write_pictures(rec: Recording, stamp: int, images: list[np.ndarray], cameras: list[str], out: Path,
+def write_pictures(rec: Recording, stamp: int, images: list[np.ndarray | None], cameras: list[str], out: Path,
                    title: str) -> list[Path]:
-    """Predicted voxels rendered into every camera, and BEV prediction vs ground truth."""
+    """Predicted voxels rendered into every camera, and BEV prediction vs ground truth.
+
+    A camera whose image was not received (``None``) is drawn on grey and named in the title.
+    """
     pred, _ = grid_labels(rec.predictions[stamp])
     grid = grid_of(rec.predictions[stamp])
     K, T, hw = camera_calibration(rec, cameras)
     rendered = render_voxels_to_cameras(pred, grid, K, T, hw)
-    paths = [camera_overlay_png(images, rendered, out / "cameras_pred.png",
-                                suptitle=f"{title}: predicted voxels seen by each camera")]
+    missing = [c for c, im in zip(cameras, images) if im is None]
+    shown = [np.full((*hw, 3), 128, np.uint8) if im is None else im for im in images]
+    note = f" (no image received from {', '.join(missing)})" if missing else ""
+    paths = [camera_overlay_png(shown, rendered, out / "cameras_pred.png",
+                                suptitle=f"{title}: predicted voxels seen by each camera{note}")]
     truth = None
     mask = None
     if stamp in rec.truths:

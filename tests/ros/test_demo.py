@@ -18,7 +18,7 @@ from scaocc_core.predictor import Prediction
 from scaocc_ros import outputs
 from scaocc_ros.tools import demo
 from scaocc_ros.tools import synth_msgs as sm
-from scaocc_ros.tools.demo_record import Recording, grid_of, latency_stats, score
+from scaocc_ros.tools.demo_record import Recording, decode_images, grid_of, latency_stats, picture_stamp, score
 from scaocc_ros.tools.processes import free_domain_id, ros_environment
 from tests.fixtures import tiny_checkpoint
 
@@ -63,6 +63,15 @@ def test_score_compares_on_the_model_grid_by_stamp() -> None:
     assert metric.summary()["miou"] == 0.0 and metric.summary()["iou"] == 0.0
     stats = latency_stats(rec)
     assert stats["latency_p50_ms"] == pytest.approx(350.0) and stats["latency_p95_ms"] == pytest.approx(440.0)
+
+
+def test_pictures_use_the_most_complete_answered_set_and_mark_missing_cameras() -> None:
+    """A camera image the recorder missed leaves that camera grey in the pictures instead of no pictures."""
+    images = {1: {"a": b"", "b": b""}, 2: {"a": b""}, 3: {"a": b"", "b": b""}, 9: {"a": b"", "b": b""}}
+    assert picture_stamp([1, 2, 3], images) == 3  # the newest complete answered set; 9 was not answered
+    assert picture_stamp([1, 2], {2: {"a": b""}}) == 2 and picture_stamp([4], {}) == 4
+    assert picture_stamp([], images) is None
+    assert decode_images({}, ["CAM_FRONT", "CAM_BACK"], compressed=True) == [None, None]
 
 
 @pytest.mark.slow
