@@ -159,16 +159,19 @@ def init_from(path: Path, model: CausalOcc) -> dict[str, Any]:
     """Load every weight of ``model`` from checkpoint ``path`` (a previous training stage).
 
     Only the weights: the optimiser, schedule and step start afresh. Returns the provenance to
-    store in the new checkpoints' meta (``init``): the file, its sha256 and its own meta, so a
-    chain of stages stays traceable. The architectures must match exactly.
+    store in the new checkpoints' meta (``init``): the file, its sha256, its own meta (so a chain
+    of stages stays traceable) and the pretrained encoder the chain started from (a later
+    stage's config has none of its own). The architectures must match exactly.
     """
     payload = read_checkpoint(path)
     try:
         model.load_state_dict(payload["model"])
     except RuntimeError as e:
         raise CheckpointError(f"--init {path}: its weights do not fit this model config ({e})") from e
+    meta = payload.get("meta", {})
+    encoder = payload["config"]["encoder"].get("pretrained") or (meta.get("init") or {}).get("pretrained_encoder")
     return {"checkpoint": str(path), "sha256": hashlib.sha256(Path(path).read_bytes()).hexdigest(),
-            "pretrained_encoder": payload["config"]["encoder"].get("pretrained"), "meta": payload.get("meta", {})}
+            "pretrained_encoder": encoder, "meta": meta}
 
 
 def train(model_cfg: ModelConfig, cfg: TrainConfig, data: str, run_dir: Path, info: DistInfo,

@@ -212,9 +212,7 @@ def picture_stamp(predictions: Iterable[int], images: Mapping[int, Mapping[str, 
 def decode_images(raw: Mapping[str, bytes], cameras: list[str], compressed: bool) -> list[np.ndarray | None]:
     """``H W 3`` RGB images of one recorded camera set; ``None`` for a camera not received."""
     typename = "sensor_msgs/msg/CompressedImage" if compressed else "sensor_msgs/msg/Image"
-    msgs = [ros_types.deserialize(raw[c], typename) if c in raw else None for c in cameras]
-    return [None if m is None else convert.compressed_to_rgb(m) if compressed else convert.image_to_rgb(m)
-            for m in msgs]
+    return [convert.to_rgb(ros_types.deserialize(raw[c], typename)) if c in raw else None for c in cameras]
 
 
 def write_pictures(rec: Recording, stamp: int, images: list[np.ndarray | None], cameras: list[str], out: Path,

@@ -65,8 +65,9 @@ def test_score_compares_on_the_model_grid_by_stamp() -> None:
     assert stats["latency_p50_ms"] == pytest.approx(350.0) and stats["latency_p95_ms"] == pytest.approx(440.0)
 
 
-def test_pictures_use_the_most_complete_answered_set_and_mark_missing_cameras() -> None:
-    """A camera image the recorder missed leaves that camera grey in the pictures instead of no pictures."""
+def test_pictures_use_the_most_complete_answered_set_and_tolerate_missing_cameras() -> None:
+    """A camera image the recorder missed no longer means no pictures: the most complete answered
+    set is drawn, and decoding leaves the missed camera as ``None`` (drawn grey)."""
     images = {1: {"a": b"", "b": b""}, 2: {"a": b""}, 3: {"a": b"", "b": b""}, 9: {"a": b"", "b": b""}}
     assert picture_stamp([1, 2, 3], images) == 3  # the newest complete answered set; 9 was not answered
     assert picture_stamp([1, 2], {2: {"a": b""}}) == 2 and picture_stamp([4], {}) == 4
