@@ -47,8 +47,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_world_arguments(parser)
     parser.add_argument("--loop", action="store_true", help="start again after the last frame (until Ctrl-C)")
     parser.add_argument("--wait-subscribers", type=float, default=0.0, metavar="SECONDS",
-                        help="wait up to SECONDS for a subscriber on every image and camera_info topic before "
-                             "publishing (0: start at once); exit 1 if none came")
+                        help="wait up to SECONDS for --subscribers readers on every image and camera_info topic "
+                             "before publishing (0: start at once); exit 1 if they did not all come")
+    parser.add_argument("--subscribers", type=int, default=1, metavar="N",
+                        help="readers to wait for on each of those topics (the demo: 2, occ_node and its recorder; "
+                             "a reader discovered late misses the first frames)")
     parser.add_argument("--ros-args", dest="ros_args", nargs=argparse.REMAINDER, default=[],
                         help="ROS arguments (remappings, use_sim_time...)")
 
@@ -88,9 +91,10 @@ class SyntheticCameras(Node):
         """Publishers with reliable QoS (ground truth, tf): their last messages are awaited at exit."""
         return [p for p in self.pub_by_topic.values() if p.qos_profile.reliability == ReliabilityPolicy.RELIABLE]
 
-    def waiting_for(self) -> list[str]:
-        """Image and camera_info topics nobody subscribes to yet (a reader needs both)."""
-        return [p.topic_name for p in (*self.pub_images, *self.pub_infos.values()) if p.get_subscription_count() == 0]
+    def waiting_for(self, readers: int = 1) -> list[str]:
+        """Image and camera_info topics with fewer than ``readers`` subscribers (a reader needs both)."""
+        return [p.topic_name for p in (*self.pub_images, *self.pub_infos.values())
+                if p.get_subscription_count() < readers]
 
     def start(self, rate_hz: float) -> None:
         """Publish one frame every ``1 / rate_hz`` seconds from now on."""
@@ -125,6 +129,9 @@ def run(args: argparse.Namespace) -> int:
     if not args.rate > 0:
         print(f"scaocc cameras: --rate must be positive, got {args.rate}", file=sys.stderr)
         return 2
+    if args.subscribers < 1:
+        print(f"scaocc cameras: --subscribers must be at least 1, got {args.subscribers}", file=sys.stderr)
+        return 2
     try:
         spec = spec_from_args(args)
     except (ValueError, FileNotFoundError) as exc:
@@ -137,10 +144,10 @@ def run(args: argparse.Namespace) -> int:
         node = SyntheticCameras(spec, frames, args.compressed, args.loop)
         executor = SingleThreadedExecutor()
         executor.add_node(node)
-        if args.wait_subscribers > 0 and not spin_until(executor, lambda: not node.waiting_for(),
+        if args.wait_subscribers > 0 and not spin_until(executor, lambda: not node.waiting_for(args.subscribers),
                                                          args.wait_subscribers):
-            print(f"scaocc cameras: no subscriber after {args.wait_subscribers} s on {node.waiting_for()}",
-                  file=sys.stderr)
+            print(f"scaocc cameras: fewer than {args.subscribers} subscriber(s) after {args.wait_subscribers} s on "
+                  f"{node.waiting_for(args.subscribers)}", file=sys.stderr)
             return 1
         spin_until(executor, lambda: False, 1.0 if args.wait_subscribers > 0 else 0.0)  # both ends matched
         node.start(args.rate)

@@ -114,7 +114,8 @@ def run_synthetic(args: argparse.Namespace, children: ChildProcesses, out: Path)
             print(f"demo: starting the node ({model['kind']}) ...", flush=True)
             wait_for_node_subscriptions(recorder, children, args.compressed, args.timeout)
             cams = ["cameras", "--frames", str(args.frames), "--rate", str(args.rate), "--seed", str(args.seed),
-                    "--preset", args.preset, "--resolution", args.resolution, "--wait-subscribers", "180"]
+                    "--preset", args.preset, "--resolution", args.resolution, "--wait-subscribers", "180",
+                    "--subscribers", "2"]  # occ_node and the recorder, or the first frames reach only one
             children.start("cameras", scaocc_command(*cams, *(["--compressed"] if args.compressed else [])))
             cam_proc = children.procs["cameras"]
             print(f"demo: rendering {args.frames} frames ...", flush=True)

@@ -30,6 +30,7 @@ from visualization_msgs.msg import MarkerArray
 
 from scaocc_core.config import GridConfig
 from scaocc_core.data.labels import OccLabels, downsample_labels, grid_factor
+from scaocc_core.grid import IGNORE
 from scaocc_core.metrics import OccMetric
 from scaocc_core.viz import bev_png, camera_overlay_png, render_voxels_to_cameras
 from scaocc_ros import convert, qos
@@ -185,17 +186,21 @@ def node_diagnostics(rec: Recording) -> dict[str, str]:
     return {}
 
 
-def camera_calibration(rec: Recording, cameras: list[str]) -> tuple[np.ndarray, np.ndarray, tuple[int, int]]:
-    """``n 3 3`` K, ``n 4 4`` ego_T_cam (from the recorded /tf_static) and the image size."""
-    Ks, Ts = [], []
+def camera_calibration(rec: Recording, cameras: list[str]) -> dict[str, tuple[np.ndarray, np.ndarray, tuple[int, int]]]:
+    """Camera -> (``3 3`` K, ``4 4`` ego_T_cam from the recorded /tf_static, image ``(H, W)``).
+
+    Only cameras whose CameraInfo and transform were both recorded: the recorder is one more
+    best-effort subscriber and can miss every CameraInfo of one camera in a short run.
+    """
+    calib = {}
     for cam in cameras:
+        if cam not in rec.infos:
+            continue
         intr = convert.camera_info_to_intrinsics(rec.infos[cam])
         T = rec.tf_tree.lookup(sm.EGO_FRAME, intr.frame_id)
-        if T is None:
-            raise RuntimeError(f"no /tf_static transform {sm.EGO_FRAME} -> {intr.frame_id} was recorded")
-        Ks.append(intr.K)
-        Ts.append(T)
-    return np.stack(Ks), np.stack(Ts), convert.camera_info_to_intrinsics(rec.infos[cameras[0]]).image_hw
+        if T is not None:
+            calib[cam] = (intr.K, T, intr.image_hw)
+    return calib
 
 
 def picture_stamp(predictions: Iterable[int], images: Mapping[int, Mapping[str, bytes]]) -> int | None:
@@ -217,19 +222,15 @@ def decode_images(raw: Mapping[str, bytes], cameras: list[str], compressed: bool
 
 def write_pictures(rec: Recording, stamp: int, images: list[np.ndarray | None], cameras: list[str], out: Path,
                    title: str) -> list[Path]:
-    """Predicted voxels rendered into every camera, and BEV prediction vs ground truth.
+    """BEV prediction vs ground truth, and the predicted voxels rendered into every camera.
 
-    A camera whose image was not received (``None``) is drawn on grey and named in the title.
+    What the recorder missed is drawn as missing and named in the title, never skipped
+    silently: a camera without an image is grey, one without a recorded CameraInfo or
+    /tf_static transform has no voxels drawn. The camera picture is left out only when no
+    camera has either an image or a calibration (nothing gives its size).
     """
     pred, _ = grid_labels(rec.predictions[stamp])
     grid = grid_of(rec.predictions[stamp])
-    K, T, hw = camera_calibration(rec, cameras)
-    rendered = render_voxels_to_cameras(pred, grid, K, T, hw)
-    missing = [c for c, im in zip(cameras, images) if im is None]
-    shown = [np.full((*hw, 3), 128, np.uint8) if im is None else im for im in images]
-    note = f" (no image received from {', '.join(missing)})" if missing else ""
-    paths = [camera_overlay_png(shown, rendered, out / "cameras_pred.png",
-                                suptitle=f"{title}: predicted voxels seen by each camera{note}")]
     truth = None
     mask = None
     if stamp in rec.truths:
@@ -237,5 +238,23 @@ def write_pictures(rec: Recording, stamp: int, images: list[np.ndarray | None], 
         labels = downsample_labels(OccLabels(sem, visible > 0, visible > 0),
                                    grid_factor(grid_of(rec.truths[stamp]), grid))
         truth, mask = labels.semantics, labels.mask_camera
-    paths.append(bev_png(truth, pred, out / "bev.png", mask=mask, grid=grid))
+    paths = [bev_png(truth, pred, out / "bev.png", mask=mask, grid=grid)]
+    calib = camera_calibration(rec, cameras)
+    sizes = [c[2] for c in calib.values()] + [im.shape[:2] for im in images if im is not None]
+    if not sizes:
+        return paths
+    hw = sizes[0]
+    known = [c for c in cameras if c in calib]
+    rendered = dict(zip(known, render_voxels_to_cameras(
+        pred, grid, np.stack([calib[c][0] for c in known]), np.stack([calib[c][1] for c in known]), hw)
+        if known else []))
+    shown = [np.full((*hw, 3), 128, np.uint8) if im is None else im for im in images]
+    overlays = [rendered.get(c, np.full(hw, IGNORE, np.uint8)) for c in cameras]
+    no_image = [c for c, im in zip(cameras, images) if im is None]
+    no_calib = [c for c in cameras if c not in calib]
+    missed = ([f"no image received from {', '.join(no_image)}"] if no_image else []) + (
+        [f"no calibration received from {', '.join(no_calib)}"] if no_calib else [])
+    note = f" ({'; '.join(missed)})" if missed else ""
+    paths.append(camera_overlay_png(shown, overlays, out / "cameras_pred.png",
+                                    suptitle=f"{title}: predicted voxels seen by each camera{note}"))
     return paths

@@ -16,9 +16,17 @@ from scaocc_core.data.labels import OccLabels, downsample_labels
 from scaocc_core.grid import CLASS_NAMES, FREE
 from scaocc_core.predictor import Prediction
 from scaocc_ros import outputs
-from scaocc_ros.tools import demo
+from scaocc_ros.tools import demo, demo_record
 from scaocc_ros.tools import synth_msgs as sm
-from scaocc_ros.tools.demo_record import Recording, decode_images, grid_of, latency_stats, picture_stamp, score
+from scaocc_ros.tools.demo_record import (
+    Recording,
+    decode_images,
+    grid_of,
+    latency_stats,
+    picture_stamp,
+    score,
+    write_pictures,
+)
 from scaocc_ros.tools.processes import free_domain_id, ros_environment
 from tests.fixtures import tiny_checkpoint
 
@@ -73,6 +81,38 @@ def test_pictures_use_the_most_complete_answered_set_and_tolerate_missing_camera
     assert picture_stamp([1, 2], {2: {"a": b""}}) == 2 and picture_stamp([4], {}) == 4
     assert picture_stamp([], images) is None
     assert decode_images({}, ["CAM_FRONT", "CAM_BACK"], compressed=True) == [None, None]
+
+
+def test_pictures_draw_what_arrived_and_name_what_the_recorder_missed(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A CameraInfo the recorder never received (a clean-clone CI run lost one camera's) leaves
+    that camera without voxels and named in the title; it no longer aborts the demo."""
+    labels = np.full(MODEL_GRID.size, FREE, np.uint8)
+    labels[60:70, 45:55, 1:4] = 4  # a car 8-16 m ahead
+    rec = Recording()
+    rec.predictions = {5: _prediction_msg(labels, 5)}
+    K = np.array([[100.0, 0, 80], [0, 100.0, 40], [0, 0, 1]])
+    optical_T = {"front": [[0, 0, 1], [-1, 0, 0], [0, -1, 0]], "back": [[0, 0, -1], [1, 0, 0], [0, -1, 0]]}
+    for cam, R in optical_T.items():
+        T = np.eye(4)
+        T[:3, :3] = R
+        rec.tf_tree.set(sm.EGO_FRAME, sm.optical_frame(cam), T)
+    rec.infos = {"front": sm.camera_info_msg("front", K, 80, 160, 5)}  # "back"'s never arrived
+    drawn: dict[str, object] = {}
+
+    def capture(images: list[np.ndarray], overlays: list[np.ndarray], path: Path, suptitle: str) -> Path:
+        drawn.update(images=images, overlays=overlays, suptitle=suptitle)
+        return camera_overlay(images, overlays, path, suptitle=suptitle)
+
+    camera_overlay = demo_record.camera_overlay_png
+    monkeypatch.setattr(demo_record, "camera_overlay_png", capture)
+    paths = write_pictures(rec, 5, [None, np.zeros((80, 160, 3), np.uint8)], ["front", "back"], tmp_path, "t")
+    assert [p.name for p in paths] == ["bev.png", "cameras_pred.png"] and all(p.stat().st_size for p in paths)
+    front, back = drawn["overlays"]  # type: ignore[misc]
+    assert (front == 4).any() and (back == 255).all()  # the car drawn where calibrated, nothing else
+    assert drawn["images"][0].shape == (80, 160, 3) and (drawn["images"][0] == 128).all()  # type: ignore[index]
+    assert "no image received from front" in drawn["suptitle"]  # type: ignore[operator]
+    assert "no calibration received from back" in drawn["suptitle"]  # type: ignore[operator]
 
 
 @pytest.mark.slow
