@@ -20,7 +20,7 @@ from scaocc_core.config import ModelConfig, load_config
 from scaocc_core.grid import FREE
 from scaocc_core.losses import OccupancyLoss
 from scaocc_core.model.causal_occ import CausalOcc
-from scaocc_core.model.splat import pool_hard, pool_hard_reference
+from scaocc_core.model.splat import pool_hard, pool_hard_reference, pool_soft, pool_soft_reference
 
 STAGES = ("encoder", "offset_head", "depth_head", "lifter", "propagation", "voxel_net")
 
@@ -154,6 +154,44 @@ def pooling_ratio(device: torch.device) -> tuple[float, float]:
     return fast, ref
 
 
+def soft_filling_times(cfg: ModelConfig, device: torch.device, reps: int) -> dict[str, tuple[float, float]]:
+    """Soft filling at ``cfg``'s frustum size: kernel vs reference, forward and the causal path.
+
+    "causal" is forward, ``autograd.grad(..., create_graph=True)`` to the features and the
+    backward of a loss on that gradient to features and coordinates: what the causal loss
+    asks of this stage. Medians of interleaved repetitions.
+    """
+    n, C = cfg.image.num_cams, cfg.depth.context_channels
+    h, w = cfg.image.height // cfg.encoder.stride, cfg.image.width // cfg.encoder.stride
+    P = n * h * w * round((cfg.depth.d_max - cfg.depth.d_min) / cfg.depth.d_step)
+    g = torch.Generator().manual_seed(0)
+    size = cfg.feature_grid.size
+    values = torch.rand(1, P, C, generator=g).to(device)
+    coords = (torch.rand(1, P, 3, generator=g) * torch.tensor(size)).to(device)
+    weight = torch.randn(1, C, *size, generator=g).to(device)
+
+    def forward(pool: Callable[..., torch.Tensor]) -> None:
+        with torch.no_grad():
+            pool(values, coords, size)
+
+    def causal(pool: Callable[..., torch.Tensor]) -> None:
+        v, c = values.clone().requires_grad_(), coords.clone().requires_grad_()
+        (gv,) = torch.autograd.grad((pool(v, c, size) * weight).sum(), v, create_graph=True)
+        torch.relu(gv.mean(-1)).sum().backward()
+
+    times: dict[str, dict[str, list[float]]] = {k: {"kernel": [], "reference": []} for k in ("forward", "causal")}
+    for rep in range(reps + 1):
+        for kind, fn in (("forward", forward), ("causal", causal)):
+            for name, pool in (("kernel", pool_soft), ("reference", pool_soft_reference)):
+                sync(device)
+                t = time.perf_counter()
+                fn(pool)
+                sync(device)
+                if rep:
+                    times[kind][name].append(time.perf_counter() - t)
+    return {k: (statistics.median(v["kernel"]), statistics.median(v["reference"])) for k, v in times.items()}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--configs", nargs="+", default=["baseline_tiny", "scaocc_tiny", "scaocc_r50"])
@@ -181,6 +219,12 @@ def main() -> None:
               f"{causal / plain:>6.2f}x{cl_ratio:>8.2f}x")
     print("ratio: training step with the causal loss over without, medians of steps measured interleaved")
     print("CL3d/NC: 3D network forward with channels_last_3d over without (< 1: channels_last helps)")
+    for name in args.configs:
+        cfg = load_config(f"config/model/{name}.yaml")
+        if cfg.lift.pooling == "soft" and device.type == "cpu":
+            for kind, (kern, ref) in soft_filling_times(cfg, device, args.reps).items():
+                print(f"soft filling, {name}, {kind}: numba kernel {1e3 * kern:.0f} ms, PyTorch reference "
+                      f"{1e3 * ref:.0f} ms -> {ref / kern:.1f}x faster")
     fast, ref = pooling_ratio(device)
     print(f"\nhard pooling, 2000 points x 16 ch: index_add {1e3 * fast:.3f} ms, naive loop {1e3 * ref:.1f} ms "
           f"-> {ref / fast:.0f}x faster")

@@ -19,6 +19,7 @@ from scaocc_core.causal import (
 from scaocc_core.config import ConfigError, LiftConfig, LossConfig
 from scaocc_core.grid import FREE, IGNORE
 from scaocc_core.losses import OccupancyLoss, lovasz_softmax, lovasz_softmax_reference
+from scaocc_core.model import splat as splat_module
 from scaocc_core.model.causal_occ import CausalOcc
 
 from .fixtures import camera_inputs, micro_config
@@ -138,3 +139,27 @@ def test_vectorised_lovasz_equals_the_per_class_loop():
     fast, ref = lovasz_softmax(probs, labels), lovasz_softmax_reference(probs, labels)
     torch.testing.assert_close(fast, ref)
     torch.testing.assert_close(torch.autograd.grad(fast, probs)[0], torch.autograd.grad(ref, probs)[0])
+
+
+def test_causal_loss_and_its_gradients_equal_with_the_soft_filling_kernel_and_its_reference(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The full method (offsets, soft filling, causal loss through the propagated features):
+    the numba kernel changes neither the loss nor any parameter's gradient."""
+    cfg = micro_config(offsets=dataclasses.replace(micro_config().offsets, enabled=True), lift=LiftConfig("soft"))
+    torch.manual_seed(0)
+    model = CausalOcc(cfg).to(torch.float64).train()
+    inputs = camera_inputs(cfg, dtype=torch.float64)
+    sem, sem2d = _toy_targets(cfg)
+    results = []
+    for kernel in (True, False):
+        monkeypatch.setattr(splat_module, "use_kernel", lambda values, on=kernel: on)
+        model.zero_grad()
+        out = model(inputs)
+        loss = causal_loss_exact(out.feat3d, out.feat2d, sem, sem2d) + out.logits.square().mean()
+        loss.backward()
+        results.append((loss.detach(), {k: p.grad.clone() for k, p in model.named_parameters() if p.grad is not None}))
+    (loss_k, grads_k), (loss_r, grads_r) = results
+    assert float(loss_r) > 0 and torch.allclose(loss_k, loss_r, rtol=1e-10)
+    assert grads_k.keys() == grads_r.keys() and grads_r["offset_head.local.2.weight"].abs().sum() > 0
+    for name, ref in grads_r.items():
+        assert torch.allclose(grads_k[name], ref, rtol=1e-8, atol=1e-12), name

@@ -1,4 +1,5 @@
-"""Hard pooling vs its naive reference; soft filling gradients vs finite differences."""
+"""Hard pooling vs its naive reference; soft filling's kernel vs its reference, and its gradients
+vs finite differences."""
 
 from __future__ import annotations
 
@@ -8,7 +9,14 @@ from scaocc_core.batch import CameraInputs
 from scaocc_core.config import DepthConfig, GridConfig
 from scaocc_core.model.lift import FrustumLifter
 from scaocc_core.model.offsets import CameraOffsets
-from scaocc_core.model.splat import grouped_features, pool_hard, pool_hard_reference, pool_soft
+from scaocc_core.model.soft_fill import splat_rows
+from scaocc_core.model.splat import (
+    grouped_features,
+    pool_hard,
+    pool_hard_reference,
+    pool_soft,
+    pool_soft_reference,
+)
 
 from .fixtures import look_at_cameras
 
@@ -46,6 +54,35 @@ def test_soft_pooling_conserves_mass_inside_and_is_trilinear():
     assert torch.isclose(out.sum(), torch.tensor(1.0, dtype=torch.float64))
     assert torch.isclose(out[2, 2, 1], torch.tensor(0.75, dtype=torch.float64))
     assert torch.isclose(out[3, 2, 1], torch.tensor(0.25, dtype=torch.float64))
+
+
+def test_soft_filling_kernel_equals_reference_to_second_order():
+    """Values, gradients and the gradient of a gradient (the causal loss' create_graph path)."""
+    values, coords = _points(2)
+    outs, grads, grad2s = [], [], []
+    for pool in (pool_soft, pool_soft_reference):
+        v = values.clone().requires_grad_()
+        c = coords.clone().requires_grad_()
+        out = pool(v, c, SIZE)
+        weight = torch.linspace(-1, 1, out.numel(), dtype=out.dtype).view_as(out)
+        gv, gc = torch.autograd.grad((out * weight).sum(), (v, c), create_graph=True)
+        inner = (gv.sum(-1) ** 2).sum() + (gc * coords).sum()  # non-linear in the first gradient
+        grad2s.append(torch.autograd.grad(inner, (v, c)))
+        outs.append(out)
+        grads.append((gv, gc))
+    assert outs[0].shape == (2, 3, *SIZE)
+    assert torch.allclose(outs[0], outs[1], atol=1e-12)
+    for fast, ref in [*zip(grads[0], grads[1]), *zip(grad2s[0], grad2s[1])]:
+        assert ref.abs().sum() > 0 and torch.allclose(fast, ref, atol=1e-10)
+
+
+def test_soft_filling_kernel_passes_gradcheck_of_both_orders():
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(7, 2, generator=g, dtype=torch.float64, requires_grad=True)
+    w = torch.rand(3, 7, generator=g, dtype=torch.float64, requires_grad=True)
+    idx = torch.randint(0, 5, (3, 7), generator=g)
+    assert torch.autograd.gradcheck(lambda a, b: splat_rows(a, b, idx, 5), (x, w))
+    assert torch.autograd.gradgradcheck(lambda a, b: splat_rows(a, b, idx, 5), (x, w))
 
 
 def test_grouped_features_pair_each_group_with_its_depth():

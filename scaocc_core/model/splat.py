@@ -8,7 +8,9 @@ distribution (channel-grouped lifting; G = 1 is plain LSS). Two pooling modes:
   inference and in export. :func:`pool_hard_reference` is its naive loop reference.
 * ``soft`` (soft filling): each point is spread over the 8 neighbouring voxel centres
   with trilinear weights, so gradients reach the coordinates (and through them the
-  camera offsets and camera parameters). Training and inference use the same mode.
+  camera offsets and camera parameters). Training and inference use the same mode. On CPU
+  a numba kernel (:mod:`scaocc_core.model.soft_fill`) runs it and its derivatives;
+  :func:`pool_soft_reference` is the PyTorch version, used on GPU and for export.
 
 A fused hard-pooling kernel (same values, e.g. the Triton one in
 :mod:`scaocc_core.deploy.pool_triton`) may be passed in; it is used without gradients.
@@ -20,6 +22,8 @@ from collections.abc import Callable
 
 import torch
 from torch import Tensor
+
+from scaocc_core.model.soft_fill import splat_rows, use_kernel
 
 #: ``(depth b n G D h w, context b n C h w, coords b n D h w 3, size) -> b C X Y Z``
 FusedPool = Callable[[Tensor, Tensor, Tensor, tuple[int, int, int]], Tensor]
@@ -79,22 +83,72 @@ def pool_hard_reference(values: Tensor, coords: Tensor, size: tuple[int, int, in
     return torch.stack(out)
 
 
+def corner_weights(coords: Tensor, size: tuple[int, int, int]) -> tuple[Tensor, Tensor]:
+    """Trilinear weights ``8 (b P)`` of each point's 8 neighbouring voxel centres and their rows
+    ``8 (b P)`` in the batch-folded grid (``(b X Y Z + 1)`` rows, the last a dump for corners
+    outside the grid).
+
+    Corner ``k = 4 dx + 2 dy + dz`` is the neighbour ``floor(coords - 0.5) + (dx, dy, dz)``.
+    Built corner by corner from per-axis vectors: elementwise ops on contiguous ``b P`` vectors
+    (a broadcast over size-2 axes runs several times slower on CPU). The weights are
+    differentiable in ``coords`` (``b P 3``, continuous voxel coordinates).
+    """
+    b, P, _ = coords.shape
+    X, Y, Z = size
+    pt = coords.reshape(b * P, 3).t().contiguous() - 0.5  # 3 (b P); voxel centres sit at integer + 0.5
+    base = torch.floor(pt.detach())
+    frac = pt - base  # carries the gradient
+    lo = base.long()
+    weight = [(1 - frac[a], frac[a]) for a in range(3)]  # per axis: lower and upper neighbour
+    index = [(lo[a], lo[a] + 1) for a in range(3)]
+    inside = [tuple((i >= 0) & (i < n) for i in index[a]) for a, n in enumerate(size)]
+    batch = torch.arange(b, device=coords.device).repeat_interleave(P) * (X * Y * Z)  # b P
+    weights, rows, valid = [], [], []
+    for dx in (0, 1):
+        for dy in (0, 1):
+            w_xy = weight[0][dx] * weight[1][dy]
+            r_xy = batch + (index[0][dx] * Y + index[1][dy]) * Z
+            ok_xy = inside[0][dx] & inside[1][dy]
+            for dz in (0, 1):
+                weights.append(w_xy * weight[2][dz])
+                rows.append(r_xy + index[2][dz])
+                valid.append(ok_xy & inside[2][dz])
+    flat = torch.stack(rows)  # 8 (b P)
+    return torch.stack(weights), torch.where(torch.stack(valid), flat, torch.full_like(flat, b * X * Y * Z))
+
+
+def _rows_to_grid(rows: Tensor, b: int, size: tuple[int, int, int]) -> Tensor:
+    """``(b X Y Z + 1) C`` rows (the last the dump) -> ``b C X Y Z``."""
+    return rows[:-1].view(b, *size, rows.shape[-1]).permute(0, 4, 1, 2, 3)
+
+
+def pool_soft_reference(values: Tensor, coords: Tensor, size: tuple[int, int, int]) -> Tensor:
+    """Trilinear soft filling in PyTorch ops, one scatter per corner (any device; exports to ONNX).
+
+    ``values`` b P C, ``coords`` b P 3 -> ``b C X Y Z``; differentiable in both.
+    """
+    b, P, C = values.shape
+    weight, flat = corner_weights(coords, size)  # 8 (b P)
+    x = values.reshape(b * P, C)
+    rows = values.new_zeros(b * size[0] * size[1] * size[2] + 1, C)
+    for k in range(8):
+        rows = rows.index_add(0, flat[k], x * weight[k, :, None])
+    return _rows_to_grid(rows, b, size)
+
+
 def pool_soft(values: Tensor, coords: Tensor, size: tuple[int, int, int]) -> Tensor:
-    """Trilinear soft filling over the 8 neighbouring voxel centres (differentiable in coords)."""
-    b = values.shape[0]
-    p = coords - 0.5  # voxel centres sit at integer + 0.5
-    base = torch.floor(p.detach())
-    frac = p - base  # b P 3, carries the gradient
-    base = base.long()
-    total: Tensor | None = None
-    for corner in range(8):
-        offset = torch.tensor([(corner >> 2) & 1, (corner >> 1) & 1, corner & 1], device=coords.device)
-        weight = torch.where(offset.bool(), frac, 1 - frac).prod(-1, keepdim=True)  # b P 1
-        flat, _ = _flat_index(base + offset, size)
-        part = _scatter(values * weight, flat, b, size)
-        total = part if total is None else total + part
-    assert total is not None
-    return total
+    """Trilinear soft filling over the 8 neighbouring voxel centres (differentiable in coords).
+
+    On CPU (outside export and compilation) the numba kernel of
+    :mod:`scaocc_core.model.soft_fill` computes it, derivatives of every order included;
+    elsewhere :func:`pool_soft_reference`. Same values up to float summation order.
+    """
+    if not use_kernel(values):
+        return pool_soft_reference(values, coords, size)
+    b, P, C = values.shape
+    weight, flat = corner_weights(coords, size)  # 8 (b P)
+    rows = splat_rows(values.reshape(b * P, C), weight, flat, b * size[0] * size[1] * size[2] + 1)
+    return _rows_to_grid(rows, b, size)
 
 
 def splat(depth: Tensor, context: Tensor, coords: Tensor, size: tuple[int, int, int], mode: str,
