@@ -20,7 +20,7 @@ from scaocc_core.config import ModelConfig, load_config
 from scaocc_core.grid import FREE
 from scaocc_core.losses import OccupancyLoss
 from scaocc_core.model.causal_occ import CausalOcc
-from scaocc_core.model.splat import pool_hard, pool_hard_reference, pool_soft, pool_soft_reference
+from scaocc_core.model.splat import grouped_features, pool_hard, pool_hard_reference, pool_soft, splat
 
 STAGES = ("encoder", "offset_head", "depth_head", "lifter", "propagation", "voxel_net")
 
@@ -155,37 +155,40 @@ def pooling_ratio(device: torch.device) -> tuple[float, float]:
 
 
 def soft_filling_times(cfg: ModelConfig, device: torch.device, reps: int) -> dict[str, tuple[float, float]]:
-    """Soft filling at ``cfg``'s frustum size: kernel vs reference, forward and the causal path.
+    """Lifting + soft filling at ``cfg``'s sizes: the fused kernel vs the PyTorch reference.
 
-    "causal" is forward, ``autograd.grad(..., create_graph=True)`` to the features and the
-    backward of a loss on that gradient to features and coordinates: what the causal loss
-    asks of this stage. Medians of interleaved repetitions.
+    "causal" is forward, ``autograd.grad(..., create_graph=True)`` to depth and context, and
+    the backward of a loss on those gradients to depth, context and coordinates: what the
+    causal loss asks of this stage. Medians of interleaved repetitions.
     """
-    n, C = cfg.image.num_cams, cfg.depth.context_channels
+    n, C, G = cfg.image.num_cams, cfg.depth.context_channels, cfg.depth.groups
     h, w = cfg.image.height // cfg.encoder.stride, cfg.image.width // cfg.encoder.stride
-    P = n * h * w * round((cfg.depth.d_max - cfg.depth.d_min) / cfg.depth.d_step)
-    g = torch.Generator().manual_seed(0)
+    D = cfg.depth.num_bins
+    gen = torch.Generator().manual_seed(0)
     size = cfg.feature_grid.size
-    values = torch.rand(1, P, C, generator=g).to(device)
-    coords = (torch.rand(1, P, 3, generator=g) * torch.tensor(size)).to(device)
-    weight = torch.randn(1, C, *size, generator=g).to(device)
+    depth = torch.randn(1, n, G, D, h, w, generator=gen).softmax(3).to(device)
+    context = torch.rand(1, n, C, h, w, generator=gen).to(device)
+    coords = (torch.rand(1, n, D, h, w, 3, generator=gen) * torch.tensor(size)).to(device)
+    weight = torch.randn(1, C, *size, generator=gen).to(device)
+    kernel = lambda d, e, c: splat(d, e, c, size, "soft")  # noqa: E731
+    reference = lambda d, e, c: pool_soft(grouped_features(d, e), c.reshape(1, -1, 3), size)  # noqa: E731
 
-    def forward(pool: Callable[..., torch.Tensor]) -> None:
+    def forward(fn: Callable[..., torch.Tensor]) -> None:
         with torch.no_grad():
-            pool(values, coords, size)
+            fn(depth, context, coords)
 
-    def causal(pool: Callable[..., torch.Tensor]) -> None:
-        v, c = values.clone().requires_grad_(), coords.clone().requires_grad_()
-        (gv,) = torch.autograd.grad((pool(v, c, size) * weight).sum(), v, create_graph=True)
-        torch.relu(gv.mean(-1)).sum().backward()
+    def causal(fn: Callable[..., torch.Tensor]) -> None:
+        args = [t.clone().requires_grad_() for t in (depth, context, coords)]
+        gd, ge = torch.autograd.grad((fn(*args) * weight).sum(), args[:2], create_graph=True)
+        (torch.relu(ge.mean(2)).sum() + gd.square().sum()).backward()
 
     times: dict[str, dict[str, list[float]]] = {k: {"kernel": [], "reference": []} for k in ("forward", "causal")}
     for rep in range(reps + 1):
-        for kind, fn in (("forward", forward), ("causal", causal)):
-            for name, pool in (("kernel", pool_soft), ("reference", pool_soft_reference)):
+        for kind, run in (("forward", forward), ("causal", causal)):
+            for name, fn in (("kernel", kernel), ("reference", reference)):
                 sync(device)
                 t = time.perf_counter()
-                fn(pool)
+                run(fn)
                 sync(device)
                 if rep:
                     times[kind][name].append(time.perf_counter() - t)
@@ -223,8 +226,8 @@ def main() -> None:
         cfg = load_config(f"config/model/{name}.yaml")
         if cfg.lift.pooling == "soft" and device.type == "cpu":
             for kind, (kern, ref) in soft_filling_times(cfg, device, args.reps).items():
-                print(f"soft filling, {name}, {kind}: numba kernel {1e3 * kern:.0f} ms, PyTorch reference "
-                      f"{1e3 * ref:.0f} ms -> {ref / kern:.1f}x faster")
+                print(f"lifting + soft filling, {name}, {kind}: fused numba kernel {1e3 * kern:.0f} ms, PyTorch "
+                      f"reference {1e3 * ref:.0f} ms -> {ref / kern:.1f}x faster")
     fast, ref = pooling_ratio(device)
     print(f"\nhard pooling, 2000 points x 16 ch: index_add {1e3 * fast:.3f} ms, naive loop {1e3 * ref:.1f} ms "
           f"-> {ref / fast:.0f}x faster")

@@ -9,13 +9,14 @@ from scaocc_core.batch import CameraInputs
 from scaocc_core.config import DepthConfig, GridConfig
 from scaocc_core.model.lift import FrustumLifter
 from scaocc_core.model.offsets import CameraOffsets
-from scaocc_core.model.soft_fill import splat_rows
+from scaocc_core.model.soft_fill import lift_splat_soft
 from scaocc_core.model.splat import (
+    corner_weights,
     grouped_features,
     pool_hard,
     pool_hard_reference,
     pool_soft,
-    pool_soft_reference,
+    splat,
 )
 
 from .fixtures import look_at_cameras
@@ -56,33 +57,44 @@ def test_soft_pooling_conserves_mass_inside_and_is_trilinear():
     assert torch.isclose(out[3, 2, 1], torch.tensor(0.25, dtype=torch.float64))
 
 
-def test_soft_filling_kernel_equals_reference_to_second_order():
+def _lift_inputs(seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """depth b n G D h w (softmax over D), context b n C h w, coords b n D h w 3 (some outside)."""
+    g = torch.Generator().manual_seed(seed)
+    b, n, G, D, h, w, C = 2, 2, 2, 3, 2, 3, 4
+    depth = torch.randn(b, n, G, D, h, w, generator=g, dtype=torch.float64).softmax(3)
+    context = torch.randn(b, n, C, h, w, generator=g, dtype=torch.float64)
+    coords = torch.rand(b, n, D, h, w, 3, generator=g, dtype=torch.float64) * 8 - 1
+    return depth, context, coords
+
+
+def _reference_lift_splat(depth: torch.Tensor, context: torch.Tensor, coords: torch.Tensor) -> torch.Tensor:
+    return pool_soft(grouped_features(depth, context), coords.reshape(coords.shape[0], -1, 3), SIZE)
+
+
+def test_fused_soft_filling_kernel_equals_reference_to_second_order():
     """Values, gradients and the gradient of a gradient (the causal loss' create_graph path)."""
-    values, coords = _points(2)
-    outs, grads, grad2s = [], [], []
-    for pool in (pool_soft, pool_soft_reference):
-        v = values.clone().requires_grad_()
-        c = coords.clone().requires_grad_()
-        out = pool(v, c, SIZE)
+    inputs = _lift_inputs(2)
+    results = []
+    for fn in (lambda d, e, c: splat(d, e, c, SIZE, "soft"), _reference_lift_splat):
+        args = [t.clone().requires_grad_() for t in inputs]
+        out = fn(*args)
         weight = torch.linspace(-1, 1, out.numel(), dtype=out.dtype).view_as(out)
-        gv, gc = torch.autograd.grad((out * weight).sum(), (v, c), create_graph=True)
-        inner = (gv.sum(-1) ** 2).sum() + (gc * coords).sum()  # non-linear in the first gradient
-        grad2s.append(torch.autograd.grad(inner, (v, c)))
-        outs.append(out)
-        grads.append((gv, gc))
-    assert outs[0].shape == (2, 3, *SIZE)
-    assert torch.allclose(outs[0], outs[1], atol=1e-12)
-    for fast, ref in [*zip(grads[0], grads[1]), *zip(grad2s[0], grad2s[1])]:
+        grads = torch.autograd.grad((out * weight).sum(), args, create_graph=True)
+        inner = sum((gr.sum(-1) ** 2).sum() for gr in grads)  # non-linear in the first gradients
+        results.append((out, grads, torch.autograd.grad(inner, args)))
+    (out_k, g_k, gg_k), (out_r, g_r, gg_r) = results
+    assert out_k.shape == (2, 4, *SIZE) and torch.allclose(out_k, out_r, atol=1e-12)
+    for fast, ref in [*zip(g_k, g_r), *zip(gg_k, gg_r)]:
         assert ref.abs().sum() > 0 and torch.allclose(fast, ref, atol=1e-10)
 
 
-def test_soft_filling_kernel_passes_gradcheck_of_both_orders():
-    g = torch.Generator().manual_seed(3)
-    x = torch.randn(7, 2, generator=g, dtype=torch.float64, requires_grad=True)
-    w = torch.rand(3, 7, generator=g, dtype=torch.float64, requires_grad=True)
-    idx = torch.randint(0, 5, (3, 7), generator=g)
-    assert torch.autograd.gradcheck(lambda a, b: splat_rows(a, b, idx, 5), (x, w))
-    assert torch.autograd.gradgradcheck(lambda a, b: splat_rows(a, b, idx, 5), (x, w))
+def test_fused_soft_filling_kernel_passes_gradcheck_of_both_orders():
+    depth, context, coords = _lift_inputs(3)
+    weight, rows = corner_weights(coords.reshape(2, -1, 3), SIZE)
+    num_rows = 2 * SIZE[0] * SIZE[1] * SIZE[2] + 1
+    args = (depth.requires_grad_(), context.requires_grad_(), weight.detach().requires_grad_())
+    assert torch.autograd.gradcheck(lambda d, e, w: lift_splat_soft(d, e, w, rows, num_rows), args)
+    assert torch.autograd.gradgradcheck(lambda d, e, w: lift_splat_soft(d, e, w, rows, num_rows), args)
 
 
 def test_grouped_features_pair_each_group_with_its_depth():

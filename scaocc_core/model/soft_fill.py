@@ -1,23 +1,33 @@
-"""Soft filling's fast CPU kernel: three numba loops closed under differentiation.
+"""Channel-grouped lifting with soft filling, fused into numba loops, with their two derivatives.
 
-Trilinear soft filling (:func:`scaocc_core.model.splat.pool_soft_reference`) is bilinear
-in the frustum features ``x`` (``P C``) and the corner weights ``w`` (``8 P``); ``idx`` (``8 P``)
-holds each corner's output row (batch folded in, one dump row for points outside):
+The reference (:func:`scaocc_core.model.splat.grouped_features` then
+:func:`~scaocc_core.model.splat.pool_soft`) materialises the frustum features
+``x = depth (x) context`` (``P C``) and scatters ``x`` times each of the 8 trilinear corner
+weights. Every derivative, and the causal loss' ``autograd.grad(..., create_graph=True)`` with
+its backward, adds more ``P C`` products; on CPU their time goes into allocating and first
+touching that memory (EXPERIMENTS.md section 4). Here nothing of size ``P C`` exists.
 
-    SPLAT(x, w)[r, c]  = sum over (k, p) with idx[k, p] = r of w[k, p] x[p, c]
-    GATHER(g, w)[p, c] = sum_k w[k, p] g[idx[k, p], c]      (d SPLAT / d x, transposed)
-    CDOT(x, g)[k, p]   = sum_c x[p, c] g[idx[k, p], c]      (d SPLAT / d w, transposed)
+The voxel rows are the partial derivative in ``g`` of the multilinear scalar
 
-The derivatives of GATHER and CDOT are again these three maps, so gradients of any order,
-and the causal loss' ``autograd.grad(..., create_graph=True)`` with its backward, run as
-these loops. PyTorch's autograd of the reference instead materialises a ``P C`` product per
-corner and per derivative, and on CPU the time goes into allocating and first touching those
-(EXPERIMENTS.md section 4). Values equal the reference up to float summation order
-(``tests/test_model.py`` holds them and both derivative orders equal).
+    Phi(g, d, e, w) = sum_{k, p, c} g[idx[k, p], c] w[k, p] d[grp[c], p] e[pix[p], c]
+
+with ``d`` the depth weights (``G P``), ``e`` the context (``Q C``, ``Q`` feature pixels), ``w``
+the corner weights (``8 P``) and ``g`` voxel rows (``R C``). Three loops, each one pass over
+(point, corner, channel) that reads each voxel row it needs once:
+
+* :func:`_lift_splat`: ``dPhi/dg`` (the forward);
+* :func:`_lift_splat_grad`: ``dPhi/dd``, ``dPhi/de``, ``dPhi/dw`` at ``g = h`` (its backward,
+  all three in one pass);
+* :func:`_lift_splat_grad_grad`: the backward of that, for the causal loss' second order.
+
+Derivatives of third order are not provided (``once_differentiable``). Values equal the
+reference up to float summation order; ``tests/test_pooling.py`` holds values and both
+derivative orders equal, and gradcheck / gradgradcheck pass.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -25,102 +35,164 @@ import torch
 from numba import njit
 from torch import Tensor
 from torch.autograd import Function
+from torch.autograd.function import once_differentiable
 
 
-@njit(cache=True, nogil=True)
-def _splat(x: np.ndarray, w: np.ndarray, idx: np.ndarray, out: np.ndarray) -> None:  # pragma: no cover - numba
-    P, C = x.shape
+@njit(cache=True, nogil=True, fastmath=True)
+def _lift_splat(d: np.ndarray, e: np.ndarray, w: np.ndarray, idx: np.ndarray, pix: np.ndarray, grp: np.ndarray,
+                out_g: np.ndarray) -> None:  # pragma: no cover - numba
+    K, P = idx.shape
+    C = e.shape[1]
+    de = np.empty(C, dtype=e.dtype)
     for p in range(P):
-        for k in range(idx.shape[0]):
+        q = pix[p]
+        for c in range(C):
+            de[c] = d[grp[c], p] * e[q, c]
+        for k in range(K):
             r, wk = idx[k, p], w[k, p]
             for c in range(C):
-                out[r, c] += wk * x[p, c]
+                out_g[r, c] += wk * de[c]
 
 
-@njit(cache=True, nogil=True)
-def _gather(g: np.ndarray, w: np.ndarray, idx: np.ndarray, out: np.ndarray) -> None:  # pragma: no cover - numba
-    P, C = out.shape
+@njit(cache=True, nogil=True, fastmath=True)
+def _lift_splat_grad(g: np.ndarray, d: np.ndarray, e: np.ndarray, w: np.ndarray, idx: np.ndarray,
+                     pix: np.ndarray, grp: np.ndarray, out_d: np.ndarray, out_e: np.ndarray,
+                     out_w: np.ndarray) -> None:  # pragma: no cover - numba
+    K, P = idx.shape
+    C = e.shape[1]
+    de = np.empty(C, dtype=e.dtype)
+    s = np.empty(C, dtype=e.dtype)  # sum_k w[k, p] g[idx[k, p], c]
     for p in range(P):
-        for k in range(idx.shape[0]):
+        q = pix[p]
+        for c in range(C):
+            de[c] = d[grp[c], p] * e[q, c]
+            s[c] = 0.0
+        for k in range(K):
             r, wk = idx[k, p], w[k, p]
+            acc = out_w[k, p]  # zero, in out_w's dtype
             for c in range(C):
-                out[p, c] += wk * g[r, c]
+                gv = g[r, c]
+                acc += gv * de[c]
+                s[c] += wk * gv
+            out_w[k, p] = acc
+        for c in range(C):
+            out_d[grp[c], p] += e[q, c] * s[c]
+            out_e[q, c] += d[grp[c], p] * s[c]
 
 
-@njit(cache=True, nogil=True)
-def _cdot(x: np.ndarray, g: np.ndarray, idx: np.ndarray, out: np.ndarray) -> None:  # pragma: no cover - numba
-    P, C = x.shape
+@njit(cache=True, nogil=True, fastmath=True)
+def _lift_splat_grad_grad(g: np.ndarray, d: np.ndarray, e: np.ndarray, w: np.ndarray, hd: np.ndarray,
+                          he: np.ndarray, hw: np.ndarray, idx: np.ndarray, pix: np.ndarray, grp: np.ndarray,
+                          out_g: np.ndarray, out_d: np.ndarray, out_e: np.ndarray,
+                          out_w: np.ndarray) -> None:  # pragma: no cover - numba
+    """Gradients of ``F = <hd, dPhi/dd> + <he, dPhi/de> + <hw, dPhi/dw>`` in ``g, d, e, w``.
+
+    With Phi multilinear, ``<hd, dPhi/dd> = Phi(g, hd, e, w)`` and so on, so for example
+    ``dF/dg = dPhi/dg(hd, e, w) + dPhi/dg(d, he, w) + dPhi/dg(d, e, hw)``.
+    """
+    K, P = idx.shape
+    C = e.shape[1]
+    de = np.empty(C, dtype=e.dtype)
+    mixed = np.empty(C, dtype=e.dtype)  # hd e + d he
+    s1 = np.empty(C, dtype=e.dtype)  # sum_k w g
+    s2 = np.empty(C, dtype=e.dtype)  # sum_k hw g
     for p in range(P):
-        for k in range(idx.shape[0]):
-            r = idx[k, p]
-            acc = 0.0
+        q = pix[p]
+        for c in range(C):
+            de[c] = d[grp[c], p] * e[q, c]
+            mixed[c] = hd[grp[c], p] * e[q, c] + d[grp[c], p] * he[q, c]
+            s1[c] = 0.0
+            s2[c] = 0.0
+        for k in range(K):
+            r, wk, hk = idx[k, p], w[k, p], hw[k, p]
+            acc = out_w[k, p]
             for c in range(C):
-                acc += x[p, c] * g[r, c]
-            out[k, p] = acc
+                gv = g[r, c]
+                acc += gv * mixed[c]
+                s1[c] += wk * gv
+                s2[c] += hk * gv
+                out_g[r, c] += wk * mixed[c] + hk * de[c]
+            out_w[k, p] = acc
+        for c in range(C):
+            out_d[grp[c], p] += he[q, c] * s1[c] + e[q, c] * s2[c]
+            out_e[q, c] += hd[grp[c], p] * s1[c] + d[grp[c], p] * s2[c]
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """What the loops index with: corner rows ``idx`` (8 P), feature pixel ``pix`` (P) of every
+    frustum point, group ``grp`` (C) of every channel, and the number of voxel rows."""
+
+    idx: np.ndarray
+    pix: np.ndarray
+    grp: np.ndarray
+    rows: int
 
 
 def _np(t: Tensor) -> np.ndarray:
     return t.detach().contiguous().numpy()
 
 
-class _Splat(Function):
+class _LiftSplat(Function):
     @staticmethod
-    def forward(ctx: Any, x: Tensor, w: Tensor, idx: Tensor, rows: int) -> Tensor:
-        out = x.new_zeros(rows, x.shape[1])
-        _splat(_np(x), _np(w), _np(idx), out.numpy())
-        ctx.save_for_backward(x, w, idx)
-        return out
-
-    @staticmethod
-    def backward(ctx: Any, g: Tensor) -> tuple[Tensor | None, ...]:
-        x, w, idx = ctx.saved_tensors
-        gx = _Gather.apply(g, w, idx) if ctx.needs_input_grad[0] else None
-        gw = _CDot.apply(x, g, idx) if ctx.needs_input_grad[1] else None
-        return gx, gw, None, None
-
-
-class _Gather(Function):
-    @staticmethod
-    def forward(ctx: Any, g: Tensor, w: Tensor, idx: Tensor) -> Tensor:
-        out = g.new_zeros(w.shape[1], g.shape[1])
-        _gather(_np(g), _np(w), _np(idx), out.numpy())
-        ctx.save_for_backward(g, w, idx)
+    def forward(ctx: Any, d: Tensor, e: Tensor, w: Tensor, geo: Geometry) -> Tensor:
+        out = e.new_zeros(geo.rows, e.shape[1])
+        _lift_splat(_np(d), _np(e), _np(w), geo.idx, geo.pix, geo.grp, out.numpy())
+        ctx.geo = geo
+        ctx.save_for_backward(d, e, w)
         return out
 
     @staticmethod
     def backward(ctx: Any, h: Tensor) -> tuple[Tensor | None, ...]:
-        g, w, idx = ctx.saved_tensors
-        dg = _Splat.apply(h, w, idx, g.shape[0]) if ctx.needs_input_grad[0] else None
-        dw = _CDot.apply(h, g, idx) if ctx.needs_input_grad[1] else None
-        return dg, dw, None
+        d, e, w = ctx.saved_tensors
+        gd, ge, gw = _LiftSplatGrad.apply(h, d, e, w, ctx.geo)
+        return (*(gr if need else None for gr, need in zip((gd, ge, gw), ctx.needs_input_grad)), None)
 
 
-class _CDot(Function):
+class _LiftSplatGrad(Function):
     @staticmethod
-    def forward(ctx: Any, x: Tensor, g: Tensor, idx: Tensor) -> Tensor:
-        out = x.new_empty(idx.shape)
-        _cdot(_np(x), _np(g), _np(idx), out.numpy())
-        ctx.save_for_backward(x, g, idx)
-        return out
+    def forward(ctx: Any, g: Tensor, d: Tensor, e: Tensor, w: Tensor, geo: Geometry) -> tuple[Tensor, ...]:
+        out_d, out_e, out_w = torch.zeros_like(d), torch.zeros_like(e), torch.zeros_like(w)
+        _lift_splat_grad(_np(g), _np(d), _np(e), _np(w), geo.idx, geo.pix, geo.grp,
+                         out_d.numpy(), out_e.numpy(), out_w.numpy())
+        ctx.geo = geo
+        ctx.save_for_backward(g, d, e, w)
+        return out_d, out_e, out_w
 
     @staticmethod
-    def backward(ctx: Any, h: Tensor) -> tuple[Tensor | None, ...]:
-        x, g, idx = ctx.saved_tensors
-        dx = _Gather.apply(g, h, idx) if ctx.needs_input_grad[0] else None
-        dg = _Splat.apply(x, h, idx, g.shape[0]) if ctx.needs_input_grad[1] else None
-        return dx, dg, None
+    @once_differentiable
+    def backward(ctx: Any, hd: Tensor | None, he: Tensor | None, hw: Tensor | None) -> tuple[Tensor | None, ...]:
+        g, d, e, w = ctx.saved_tensors
+        geo = ctx.geo
+        hd = torch.zeros_like(d) if hd is None else hd
+        he = torch.zeros_like(e) if he is None else he
+        hw = torch.zeros_like(w) if hw is None else hw
+        outs = [torch.zeros_like(t) for t in (g, d, e, w)]
+        _lift_splat_grad_grad(_np(g), _np(d), _np(e), _np(w), _np(hd), _np(he), _np(hw), geo.idx, geo.pix,
+                              geo.grp, *[o.numpy() for o in outs])
+        return (*(o if need else None for o, need in zip(outs, ctx.needs_input_grad)), None)
 
 
-def splat_rows(x: Tensor, w: Tensor, idx: Tensor, rows: int) -> Tensor:
-    """``SPLAT``: ``x`` P C and ``w`` K P (float, CPU) at rows ``idx`` K P (int64) -> ``rows C``.
+def lift_splat_soft(depth: Tensor, context: Tensor, weight: Tensor, rows: Tensor, num_rows: int) -> Tensor:
+    """Channel-grouped lifting and soft filling in one: ``(num_rows, C)`` voxel rows.
 
-    Differentiable to any order in ``x`` and ``w``.
+    ``depth`` b n G D h w, ``context`` b n C h w, corner ``weight`` and ``rows`` 8 (b n D h w)
+    (:func:`scaocc_core.model.splat.corner_weights`). Differentiable twice in ``depth``,
+    ``context`` and ``weight``; CPU only.
     """
-    if x.device.type != "cpu":
-        raise ValueError(f"the numba soft-filling kernel runs on CPU tensors, got {x.device}")
-    return _Splat.apply(x.contiguous(), w.to(x.dtype).contiguous(), idx.contiguous(), rows)
+    if context.device.type != "cpu":
+        raise ValueError(f"the numba soft-filling kernel runs on CPU tensors, got {context.device}")
+    b, n, G, D, h, w = depth.shape
+    C = context.shape[2]
+    P = b * n * D * h * w
+    d = depth.permute(2, 0, 1, 3, 4, 5).reshape(G, P)  # G (b n D h w)
+    e = context.permute(0, 1, 3, 4, 2).reshape(b * n * h * w, C)  # (b n h w) C
+    p = np.arange(P)
+    geo = Geometry(idx=_np(rows), pix=(p // (D * h * w)) * (h * w) + p % (h * w), grp=np.arange(C) // (C // G),
+                   rows=num_rows)
+    return _LiftSplat.apply(d, e, weight.to(context.dtype), geo)
 
 
 def use_kernel(values: Tensor) -> bool:
-    """Whether :func:`splat_rows` serves ``values``: CPU tensors, outside export and compilation."""
+    """Whether the kernel serves ``values``' device and context: CPU, outside export and compilation."""
     return values.device.type == "cpu" and not torch.compiler.is_compiling() and not torch.jit.is_tracing()

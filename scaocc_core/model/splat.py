@@ -9,8 +9,9 @@ distribution (channel-grouped lifting; G = 1 is plain LSS). Two pooling modes:
 * ``soft`` (soft filling): each point is spread over the 8 neighbouring voxel centres
   with trilinear weights, so gradients reach the coordinates (and through them the
   camera offsets and camera parameters). Training and inference use the same mode. On CPU
-  a numba kernel (:mod:`scaocc_core.model.soft_fill`) runs it and its derivatives;
-  :func:`pool_soft_reference` is the PyTorch version, used on GPU and for export.
+  a numba kernel fuses it with the lifting (:mod:`scaocc_core.model.soft_fill`), derivatives
+  included; :func:`pool_soft` on :func:`grouped_features` is the PyTorch reference, used on
+  GPU and for export.
 
 A fused hard-pooling kernel (same values, e.g. the Triton one in
 :mod:`scaocc_core.deploy.pool_triton`) may be passed in; it is used without gradients.
@@ -23,7 +24,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from scaocc_core.model.soft_fill import splat_rows, use_kernel
+from scaocc_core.model.soft_fill import lift_splat_soft, use_kernel
 
 #: ``(depth b n G D h w, context b n C h w, coords b n D h w 3, size) -> b C X Y Z``
 FusedPool = Callable[[Tensor, Tensor, Tensor, tuple[int, int, int]], Tensor]
@@ -122,10 +123,11 @@ def _rows_to_grid(rows: Tensor, b: int, size: tuple[int, int, int]) -> Tensor:
     return rows[:-1].view(b, *size, rows.shape[-1]).permute(0, 4, 1, 2, 3)
 
 
-def pool_soft_reference(values: Tensor, coords: Tensor, size: tuple[int, int, int]) -> Tensor:
-    """Trilinear soft filling in PyTorch ops, one scatter per corner (any device; exports to ONNX).
+def pool_soft(values: Tensor, coords: Tensor, size: tuple[int, int, int]) -> Tensor:
+    """Trilinear soft filling over the 8 neighbouring voxel centres, one scatter per corner.
 
-    ``values`` b P C, ``coords`` b P 3 -> ``b C X Y Z``; differentiable in both.
+    ``values`` b P C, ``coords`` b P 3 -> ``b C X Y Z``; differentiable in both (and so in
+    the coordinates' camera offsets and parameters). Any device; exports to ONNX.
     """
     b, P, C = values.shape
     weight, flat = corner_weights(coords, size)  # 8 (b P)
@@ -136,32 +138,24 @@ def pool_soft_reference(values: Tensor, coords: Tensor, size: tuple[int, int, in
     return _rows_to_grid(rows, b, size)
 
 
-def pool_soft(values: Tensor, coords: Tensor, size: tuple[int, int, int]) -> Tensor:
-    """Trilinear soft filling over the 8 neighbouring voxel centres (differentiable in coords).
-
-    On CPU (outside export and compilation) the numba kernel of
-    :mod:`scaocc_core.model.soft_fill` computes it, derivatives of every order included;
-    elsewhere :func:`pool_soft_reference`. Same values up to float summation order.
-    """
-    if not use_kernel(values):
-        return pool_soft_reference(values, coords, size)
-    b, P, C = values.shape
-    weight, flat = corner_weights(coords, size)  # 8 (b P)
-    rows = splat_rows(values.reshape(b * P, C), weight, flat, b * size[0] * size[1] * size[2] + 1)
-    return _rows_to_grid(rows, b, size)
-
-
 def splat(depth: Tensor, context: Tensor, coords: Tensor, size: tuple[int, int, int], mode: str,
           fused_pool: FusedPool | None = None) -> Tensor:
     """Lift and pool: depth ``b n G D h w``, context ``b n C h w``, coords ``b n D h w 3``.
 
     Returns voxel features ``b C X Y Z``. Hard pooling without gradients runs ``fused_pool``
-    when one is given.
+    when one is given; soft filling on CPU (outside export and compilation) runs the fused
+    numba kernel (:mod:`scaocc_core.model.soft_fill`), equal to :func:`grouped_features` +
+    :func:`pool_soft` in values and in derivatives of every order.
     """
     if mode == "hard" and fused_pool is not None and not torch.is_grad_enabled():
         return fused_pool(depth, context, coords, size)
+    b = coords.shape[0]
+    pts = coords.reshape(b, -1, 3)  # b (n D h w) 3
+    if mode == "soft" and use_kernel(context):
+        weight, flat = corner_weights(pts, size)  # 8 (b n D h w)
+        return _rows_to_grid(lift_splat_soft(depth, context, weight, flat, b * size[0] * size[1] * size[2] + 1),
+                             b, size)
     values = grouped_features(depth, context)  # b P C
-    pts = coords.reshape(coords.shape[0], -1, 3)  # b (n D h w) 3
     if mode == "hard":
         return pool_hard(values, pts, size)
     if mode == "soft":
