@@ -7,6 +7,7 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from scaocc_core.batch import Targets
 from scaocc_core.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
@@ -14,7 +15,13 @@ from scaocc_core.config import ConfigError, DepthConfig, OffsetConfig, load_conf
 from scaocc_core.grid import NUM_CLASSES
 from scaocc_core.losses import OccupancyLoss, depth_loss
 from scaocc_core.model.causal_occ import CausalOcc
-from scaocc_core.model.voxel_net import NormalizedConv3d, SubVoxelHead, depthwise3x3x3, depthwise3x3x3_reference
+from scaocc_core.model.voxel_net import (
+    NormalizedConv3d,
+    SubVoxelHead,
+    depthwise3x3x3,
+    depthwise3x3x3_reference,
+    z_major,
+)
 
 from .fixtures import camera_inputs, micro_config
 
@@ -209,3 +216,28 @@ def test_depth_loss_sums_bins_and_averages_cells():
     sharp[0, 0, 0, 1, 0, 0] = sharp[0, 1, 0, 3, 1, 1] = 1.0
     sharp[0, :, 0, 0] += torch.where(sharp[0, :, 0].sum(1) == 0, 1.0, 0.0)  # elsewhere: bin 0
     assert float(depth_loss(sharp, depth2d, cfg)) < 1e-4
+
+
+def test_normalized_block_equals_its_conv3d_form_to_second_order():
+    """The block's depthwise step as a banded 2D convolution and its channel mix as a matrix
+    product, in Z-major memory, against the plain ``conv3d`` formulation."""
+    g = torch.Generator().manual_seed(1)
+    block = NormalizedConv3d(3).double()
+    with torch.no_grad():
+        block.spatial_logits.normal_(generator=g)
+        block.mix_logits.normal_(generator=g)
+    x = torch.randn(2, 3, 5, 4, 6, generator=g, dtype=torch.float64, requires_grad=True)
+
+    def reference(x: torch.Tensor) -> torch.Tensor:
+        y = depthwise3x3x3_reference(x, block.spatial_kernel())
+        return 0.5 * (x + F.conv3d(y, block.mix_weight()[..., None, None, None]))
+
+    params = (x, block.spatial_logits, block.mix_logits)
+    for fn in (block, lambda t: block(z_major(t))):
+        fast, ref = fn(x), reference(x)
+        torch.testing.assert_close(fast, ref)
+        gf = torch.autograd.grad(fast.square().sum(), x, create_graph=True)[0]
+        gr = torch.autograd.grad(ref.square().sum(), x, create_graph=True)[0]
+        torch.testing.assert_close(gf, gr)
+        torch.testing.assert_close(torch.autograd.grad(gf.sin().sum(), params),
+                                   torch.autograd.grad(gr.sin().sum(), params))
