@@ -157,9 +157,11 @@ class SubVoxelHead(nn.Module):
     matrix products on channels-last features, so sub-voxel structure (a road surface in the
     lower half of a coarse voxel) is learnt, not interpolated, and nothing runs at the output
     resolution but one reshape. ``b Cin X' Y' Z'`` -> ``b K fX' fY' fZ'``, laid out
-    channels-last (``torch.channels_last_3d``): each voxel's K logits are adjacent, so the
-    interleaving copy reads one voxel's ``K f^3`` block at a time (half the time of a copy into
-    ``b K X Y Z`` order on CPU) and the loss gathers visible voxels as contiguous rows.
+    channels-last (``torch.channels_last_3d``): each voxel's K logits are adjacent, and the
+    loss gathers visible voxels as contiguous rows. The last layer's rows are reordered from
+    their stored ``(K f f f)`` to ``(f f f K)`` before the product (a 144-row permute of the
+    weights, not of the activations), so the interleaving copy and its backward move blocks of
+    K adjacent floats instead of single floats.
     """
 
     def __init__(self, in_channels: int, num_classes: int, factor: int, hidden: int = 32) -> None:
@@ -172,8 +174,12 @@ class SubVoxelHead(nn.Module):
         """``x``: b Cin X' Y' Z' -> logits b K X Y Z."""
         b, _, X, Y, Z = x.shape
         f, K = self.factor, self.num_classes
-        y = self.mlp(x.permute(0, 2, 3, 4, 1))  # b X' Y' Z' (K f f f)
-        y = y.view(b, X, Y, Z, K, f, f, f).permute(0, 1, 5, 2, 6, 3, 7, 4)  # b X' f Y' f Z' f K
+        hidden = self.mlp[1](self.mlp[0](x.permute(0, 2, 3, 4, 1)))  # b X' Y' Z' hidden
+        out = self.mlp[2]  # its rows are ordered (K f f f), as the checkpoints store them
+        weight = out.weight.view(K, f**3, -1).transpose(0, 1).reshape(f**3 * K, -1)  # rows (f f f K)
+        bias = out.bias.view(K, f**3).t().reshape(-1)
+        y = F.linear(hidden, weight, bias)  # b X' Y' Z' (f f f K)
+        y = y.view(b, X, Y, Z, f, f, f, K).permute(0, 1, 4, 2, 5, 3, 6, 7)  # b X' f Y' f Z' f K
         return y.reshape(b, X * f, Y * f, Z * f, K).permute(0, 4, 1, 2, 3)  # b K X Y Z (channels-last)
 
 
