@@ -174,8 +174,9 @@ class SubVoxelHead(nn.Module):
         """``x``: b Cin X' Y' Z' -> logits b K X Y Z."""
         b, _, X, Y, Z = x.shape
         f, K = self.factor, self.num_classes
-        hidden = self.mlp[1](self.mlp[0](x.permute(0, 2, 3, 4, 1)))  # b X' Y' Z' hidden
+        hidden = self.mlp[:2](x.permute(0, 2, 3, 4, 1))  # b X' Y' Z' hidden
         out = self.mlp[2]  # its rows are ordered (K f f f), as the checkpoints store them
+        assert isinstance(out, nn.Linear)
         weight = out.weight.view(K, f**3, -1).transpose(0, 1).reshape(f**3 * K, -1)  # rows (f f f K)
         bias = out.bias.view(K, f**3).t().reshape(-1)
         y = F.linear(hidden, weight, bias)  # b X' Y' Z' (f f f K)
