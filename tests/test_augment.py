@@ -173,3 +173,28 @@ def test_config_validation_and_determinism() -> None:
     a2 = aug.sample_bda(cfg, np.random.default_rng(3))
     np.testing.assert_array_equal(a1, a2)
     np.testing.assert_allclose(a1[:3, :3] @ a1[:3, :3].T, np.eye(3), atol=1e-12)
+
+
+def test_extrinsic_noise_augmentation_perturbs_rigidly_at_the_configured_rate() -> None:
+    rig = load_nuscenes_sample_rig()
+    T = np.stack([c.ego_T_cam for c in rig.cameras])  # n 4 4
+    off = aug.AugmentConfig()
+    rng = np.random.default_rng(0)
+    assert aug.sample_extrinsic_noise(T, off, rng) is T
+    assert rng.uniform() == np.random.default_rng(0).uniform()  # off draws nothing
+    cfg = aug.AugmentConfig(extrinsic_noise_prob=0.5, extrinsic_noise_deg=3.0, extrinsic_noise_m=0.15)
+    rng = np.random.default_rng(1)
+    draws = [aug.sample_extrinsic_noise(T, cfg, rng) for _ in range(400)]
+    changed = [d for d in draws if d is not T]
+    assert 0.4 < len(changed) / len(draws) < 0.6
+    angles, shifts = [], []
+    for d in changed:
+        R = d[:, :3, :3] @ np.transpose(T[:, :3, :3], (0, 2, 1))  # n 3 3, the rotation error
+        assert np.allclose(R @ np.transpose(R, (0, 2, 1)), np.eye(3), atol=1e-6)  # still rigid
+        angles.append(np.degrees(np.arccos(np.clip((np.trace(R, axis1=1, axis2=2) - 1) / 2, -1, 1))))
+        shifts.append(np.abs(d[:, :3, 3] - T[:, :3, 3]))
+    angle = np.concatenate(angles)
+    # |N(0, s sigma)| with s ~ U(0, 1): mean sigma sqrt(2 / pi) / 2 = 1.20 deg, 6 cm per axis
+    assert 1.0 < angle.mean() < 1.4 and 0.04 < np.concatenate(shifts).mean() < 0.08
+    with pytest.raises(ValueError, match="extrinsic_noise_prob"):
+        aug.AugmentConfig(extrinsic_noise_prob=1.5).validate()

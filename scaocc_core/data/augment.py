@@ -6,6 +6,10 @@ the BEVDet convention ``aug_uvd = post_rot @ uvd + post_tran`` (third row of ``p
 and third entry of ``post_tran`` are identity and 0). Pixel ``j`` spans ``[j - 0.5, j + 0.5]``
 and OpenCV's warps use the same centre convention, so the maps are exact.
 
+Extrinsic noise (off by default) hands the model a perturbed ``ego_T_cam`` for some items,
+images and labels untouched: what a mis-calibrated rig looks like, so that the learnable
+camera offsets have a calibration error to learn to correct.
+
 BEV augmentation is ``bda = egoaug_T_ego`` (4x4: rotation about +z, optional isotropic
 scale, flips of x and/or y). The label grid is resampled with it (nearest neighbour), so a
 point ``p`` of the original ego frame and ``bda @ p`` carry the same class.
@@ -22,6 +26,7 @@ import cv2
 import numpy as np
 
 from scaocc_core.config import GridConfig
+from scaocc_core.data.noise import CameraNoise, perturb_extrinsics
 from scaocc_core.grid import FREE
 
 
@@ -42,6 +47,9 @@ class AugmentConfig:
     bev_flip_y_prob: float = 0.5
     bev_rot_deg: float = 0.0
     bev_scale_range: tuple[float, float] = (1.0, 1.0)
+    extrinsic_noise_prob: float = 0.0
+    extrinsic_noise_deg: float = 3.0
+    extrinsic_noise_m: float = 0.15
 
     def validate(self) -> AugmentConfig:
         """Raise ``ValueError`` on impossible ranges; return ``self``."""
@@ -51,12 +59,14 @@ class AugmentConfig:
         blo, bhi = self.bottom_crop_range
         if not 0 <= blo <= bhi < 1:
             raise ValueError(f"augment.bottom_crop_range must lie in [0, 1), got {self.bottom_crop_range}")
-        for name in ("flip_prob", "bev_flip_x_prob", "bev_flip_y_prob"):
+        for name in ("flip_prob", "bev_flip_x_prob", "bev_flip_y_prob", "extrinsic_noise_prob"):
             if not 0 <= getattr(self, name) <= 1:
                 raise ValueError(f"augment.{name} must be a probability, got {getattr(self, name)}")
         slo, shi = self.bev_scale_range
         if not 0 < slo <= shi:
             raise ValueError(f"augment.bev_scale_range must satisfy 0 < lo <= hi, got {self.bev_scale_range}")
+        if not (self.extrinsic_noise_deg >= 0 and self.extrinsic_noise_m >= 0):
+            raise ValueError("augment.extrinsic_noise_deg and extrinsic_noise_m must be >= 0")
         return self
 
 
@@ -222,6 +232,20 @@ def sample_bda(cfg: AugmentConfig, rng: np.random.Generator) -> np.ndarray:
     flip_x = bool(rng.uniform() < cfg.bev_flip_x_prob)
     flip_y = bool(rng.uniform() < cfg.bev_flip_y_prob)
     return make_bda(math.degrees(a), scale, flip_x, flip_y)
+
+
+def sample_extrinsic_noise(ego_T_cam: np.ndarray, cfg: AugmentConfig, rng: np.random.Generator) -> np.ndarray:
+    """``ego_T_cam`` (``n 4 4``) as the model is handed it: with probability
+    ``extrinsic_noise_prob`` perturbed by the ``so3`` protocol of :mod:`scaocc_core.data.noise`
+    at a strength drawn uniformly in [0, 1] times (``extrinsic_noise_deg``, ``extrinsic_noise_m``),
+    so mild and strong errors are both seen; otherwise unchanged. Draws nothing when the
+    probability is 0 (earlier augmentation draws stay as they were).
+    """
+    if cfg.extrinsic_noise_prob <= 0 or not rng.uniform() < cfg.extrinsic_noise_prob:
+        return ego_T_cam
+    strength = float(rng.uniform())
+    noise = CameraNoise("so3", strength * cfg.extrinsic_noise_deg, strength * cfg.extrinsic_noise_m)
+    return perturb_extrinsics(ego_T_cam, noise, rng)
 
 
 def make_bda(rot_deg: float, scale: float, flip_x: bool, flip_y: bool) -> np.ndarray:

@@ -255,6 +255,8 @@ class OccDataset(Dataset[Batch]):
         post = [aug.post_rot_tran(A) for _, A, _, _ in views]
         bda = aug.sample_bda(self.augment, rng) if self.augment is not None and rng is not None else np.eye(4)
         ego_T_cam = raw.ego_T_cam
+        if self.augment is not None and rng is not None:
+            ego_T_cam = aug.sample_extrinsic_noise(ego_T_cam, self.augment, rng)
         if self.camera_noise is not None:
             ego_T_cam = self.camera_noise.apply(ego_T_cam, self.noise_seed, index)
         f32 = torch.float32
