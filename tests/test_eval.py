@@ -16,7 +16,7 @@ from scaocc_core.grid import CLASS_NAMES
 from scaocc_core.model.causal_occ import CausalOcc
 from scaocc_core.training.ablation import ladder
 from scaocc_core.training.evaluate import frame_indices
-from scaocc_core.training.robustness import SO3_LEVELS, STANDARD, relative_drop
+from scaocc_core.training.robustness import SO3_LEVELS, STANDARD, pose_errors, relative_drop
 
 from .fixtures import front_config, write_micro_world
 
@@ -70,6 +70,23 @@ def test_robustness_sweep_output(setup: tuple[Path, str], tmp_path: Path) -> Non
         assert 0.0 <= e["miou"] <= 1.0 and e["frames"] == 1
         assert e["relative_drop"] == pytest.approx(relative_drop(result["clean_miou"], e["miou"]))
     assert png.stat().st_size > 1000
+    noisy = [e for e in levels if e["mode"] == "so3" and e["sigma_deg"] > 0]
+    assert all("rot_err_deg_before" in e for e in noisy) and "rot_err_deg_before" not in levels[0]
+    # the untrained offsets are exactly zero: the poses stay as wrong as the noise made them
+    for e in noisy:
+        assert e["rot_err_deg_before"] > 0 and e["rot_err_deg_after"] == pytest.approx(e["rot_err_deg_before"])
+        assert e["trans_err_m_after"] == pytest.approx(e["trans_err_m_before"], abs=1e-6)
+    assert noisy[-1]["rot_err_deg_before"] > noisy[0]["rot_err_deg_before"]  # 3 deg sigma > 0.5 deg
+
+
+def test_pose_errors_by_hand() -> None:
+    truth = np.stack([np.eye(4), np.eye(4)])
+    a = np.radians(2.0)
+    moved = truth.copy()
+    moved[0, :3, :3] = [[np.cos(a), -np.sin(a), 0], [np.sin(a), np.cos(a), 0], [0, 0, 1]]
+    moved[1, :3, 3] = [0.03, 0.04, 0.0]
+    rot, trans = pose_errors(moved, truth)
+    assert rot == pytest.approx([2.0, 0.0], abs=1e-6) and trans == pytest.approx([0.0, 0.05])
 
 
 def test_consistency_scores_are_shares(setup: tuple[Path, str], tmp_path: Path) -> None:

@@ -59,7 +59,7 @@ def channel_mix(x: Tensor, weight: Tensor) -> Tensor:
 
 def z_major(x: Tensor) -> Tensor:
     """``x`` (b C X Y Z) stored Z-major (memory order b C Z X Y), the layout the normalised
-    blocks compute in: one copy here instead of one per block and per derivative."""
+    blocks compute in: one copy here, and none in the blocks' forward passes."""
     return x.permute(0, 1, 4, 2, 3).contiguous().permute(0, 1, 3, 4, 2)
 
 

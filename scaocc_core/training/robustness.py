@@ -5,6 +5,12 @@ per translation component): clean, (0.5°, 0.025 m), (1°, 0.05 m) = the standar
 (2°, 0.1 m), (3°, 0.15 m); plus the authors' ``elementwise`` protocol at the standard
 level. Every level uses the same noise seed, so two models see identical cameras.
 
+For a model with learnable camera offsets, every noisy so3 level also reports whether the
+offsets undo the noise: the mean rotation (degrees) and translation (metres) error of the
+camera poses against the true ones, before and after the predicted correction
+(:func:`pose_correction`). Equal before and after means the model did not correct the pose
+(it may still tolerate the error).
+
 Example::
 
     scaocc robustness --checkpoint models/scaocc_tiny.pt --data data/synth_val \\
@@ -18,6 +24,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from scaocc_core.checkpoint import load_checkpoint
@@ -38,6 +45,35 @@ def relative_drop(clean: float, noisy: float) -> float:
     return (clean - noisy) / clean if clean > 0 else 0.0
 
 
+def pose_errors(ego_T_cam: np.ndarray, truth: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-camera rotation angle (degrees) of ``R R_true^T`` and translation distance (metres)
+    between ``n 4 4`` poses and the true ones."""
+    rel = ego_T_cam[:, :3, :3] @ np.transpose(truth[:, :3, :3], (0, 2, 1))
+    cos = np.clip((np.trace(rel, axis1=1, axis2=2) - 1) / 2, -1.0, 1.0)
+    return np.degrees(np.arccos(cos)), np.linalg.norm(ego_T_cam[:, :3, 3] - truth[:, :3, 3], axis=1)
+
+
+@torch.no_grad()
+def pose_correction(model: CausalOcc, dataset: OccDataset, device: torch.device, max_frames: int = 0
+                    ) -> dict[str, float]:
+    """Mean pose error of the (noisy) cameras ``dataset`` hands the model, before and after the
+    model's predicted camera offsets: ``rot_err_deg_before/after``, ``trans_err_m_before/after``."""
+    model.eval()
+    n = len(dataset) if max_frames <= 0 else min(max_frames, len(dataset))
+    before: list[tuple[np.ndarray, np.ndarray]] = []
+    after: list[tuple[np.ndarray, np.ndarray]] = []
+    for i in range(n):
+        batch = dataset[i]
+        inputs = batch.inputs.to(device)
+        corrected = model(inputs).offsets.apply(inputs.ego_T_cam)[0].double().cpu().numpy()  # n 4 4
+        truth = dataset.source.frame(i, with_images=False).ego_T_cam
+        before.append(pose_errors(batch.inputs.ego_T_cam[0].double().numpy(), truth))
+        after.append(pose_errors(corrected, truth))
+    mean = lambda errs, k: float(np.concatenate([e[k] for e in errs]).mean())  # noqa: E731
+    return {"rot_err_deg_before": mean(before, 0), "rot_err_deg_after": mean(after, 0),
+            "trans_err_m_before": mean(before, 1), "trans_err_m_after": mean(after, 1)}
+
+
 def robustness_sweep(model: CausalOcc, cfg_source: str, split: str, device: torch.device, max_frames: int = 0,
                      progress: bool = True, levels: tuple[tuple[float, float], ...] = SO3_LEVELS) -> dict[str, Any]:
     """Evaluate ``model`` at every so3 level and at the elementwise standard level."""
@@ -51,6 +87,8 @@ def robustness_sweep(model: CausalOcc, cfg_source: str, split: str, device: torc
         s = evaluate_model(model, dataset, device, max_frames, progress=progress, desc=f"noise {noise}").summary()
         entries.append({"mode": noise.mode, "sigma_deg": noise.sigma_deg, "sigma_m": noise.sigma_m,
                         "miou": s["miou"], "miou_d": s["miou_d"], "iou": s["iou"], "frames": s["frames"]})
+        if model.cfg.offsets.enabled and noise.mode == "so3" and not clean:
+            entries[-1].update(pose_correction(model, dataset, device, max_frames))
     clean_miou = entries[0]["miou"]
     for e in entries:
         e["relative_drop"] = relative_drop(clean_miou, e["miou"])
@@ -61,10 +99,13 @@ def robustness_sweep(model: CausalOcc, cfg_source: str, split: str, device: torc
 
 def format_table(result: dict[str, Any]) -> str:
     """A plain-text table of the sweep."""
-    lines = [f"{'mode':<12}{'rot deg':>8}{'trans m':>9}{'mIoU %':>8}{'drop %':>8}"]
+    lines = [f"{'mode':<12}{'rot deg':>8}{'trans m':>9}{'mIoU %':>8}{'drop %':>8}"
+             f"{'pose err deg/m before':>24}{'after offsets':>16}"]
     for e in result["levels"]:
+        pose = (f"{e['rot_err_deg_before']:>15.2f} /{e['trans_err_m_before']:>6.3f}"
+                f"{e['rot_err_deg_after']:>9.2f} /{e['trans_err_m_after']:>6.3f}") if "rot_err_deg_before" in e else ""
         lines.append(f"{e['mode']:<12}{e['sigma_deg']:>8.2f}{e['sigma_m']:>9.3f}{100 * e['miou']:>8.2f}"
-                     f"{100 * e['relative_drop']:>8.1f}")
+                     f"{100 * e['relative_drop']:>8.1f}{pose}")
     return "\n".join(lines)
 
 
