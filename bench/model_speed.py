@@ -170,8 +170,12 @@ def soft_filling_times(cfg: ModelConfig, device: torch.device, reps: int) -> dic
     context = torch.rand(1, n, C, h, w, generator=gen).to(device)
     coords = (torch.rand(1, n, D, h, w, 3, generator=gen) * torch.tensor(size)).to(device)
     weight = torch.randn(1, C, *size, generator=gen).to(device)
-    kernel = lambda d, e, c: splat(d, e, c, size, "soft")  # noqa: E731
-    reference = lambda d, e, c: pool_soft(grouped_features(d, e), c.reshape(1, -1, 3), size)  # noqa: E731
+
+    def kernel(d: torch.Tensor, e: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        return splat(d, e, c, size, "soft")
+
+    def reference(d: torch.Tensor, e: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        return pool_soft(grouped_features(d, e), c.reshape(1, -1, 3), size)
 
     def forward(fn: Callable[..., torch.Tensor]) -> None:
         with torch.no_grad():

@@ -69,7 +69,9 @@ def pose_correction(model: CausalOcc, dataset: OccDataset, device: torch.device,
         truth = dataset.source.frame(i, with_images=False).ego_T_cam
         before.append(pose_errors(batch.inputs.ego_T_cam[0].double().numpy(), truth))
         after.append(pose_errors(corrected, truth))
-    mean = lambda errs, k: float(np.concatenate([e[k] for e in errs]).mean())  # noqa: E731
+    def mean(errs: list[tuple[np.ndarray, np.ndarray]], k: int) -> float:
+        return float(np.concatenate([e[k] for e in errs]).mean())
+
     return {"rot_err_deg_before": mean(before, 0), "rot_err_deg_after": mean(after, 0),
             "trans_err_m_before": mean(before, 1), "trans_err_m_after": mean(after, 1)}
 
