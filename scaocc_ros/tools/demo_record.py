@@ -245,9 +245,10 @@ def write_pictures(rec: Recording, stamp: int, images: list[np.ndarray | None], 
         return paths
     hw = sizes[0]
     known = [c for c in cameras if c in calib]
-    rendered = dict(zip(known, render_voxels_to_cameras(
-        pred, grid, np.stack([calib[c][0] for c in known]), np.stack([calib[c][1] for c in known]), hw)
-        if known else []))
+    rendered: dict[str, np.ndarray] = {}
+    if known:
+        Ks, Ts = np.stack([calib[c][0] for c in known]), np.stack([calib[c][1] for c in known])
+        rendered = dict(zip(known, render_voxels_to_cameras(pred, grid, Ks, Ts, hw)))
     shown = [np.full((*hw, 3), 128, np.uint8) if im is None else im for im in images]
     overlays = [rendered.get(c, np.full(hw, IGNORE, np.uint8)) for c in cameras]
     no_image = [c for c, im in zip(cameras, images) if im is None]
