@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +28,7 @@ from scaocc_core.config import GridConfig
 from scaocc_core.data.dataset import OccDataset
 from scaocc_core.data.noise import CameraNoise
 from scaocc_core.metrics import OccMetric
-from scaocc_core.model.causal_occ import CausalOcc
+from scaocc_core.model.causal_occ import CausalOcc, ModelOutput
 from scaocc_core.rayiou import RayIoU
 from scaocc_core.training.distributed import DistInfo, all_reduce_sum
 from scaocc_core.training.synthdata import cache_synthetic_frames
@@ -59,12 +60,15 @@ def grid_note(grid: GridConfig) -> dict[str, Any]:
 @torch.no_grad()
 def evaluate_model(model: CausalOcc, dataset: OccDataset, device: torch.device, max_frames: int = 0,
                    info: DistInfo | None = None, progress: bool = True, desc: str = "eval",
-                   rays: RayIoU | None = None) -> OccMetric:
+                   rays: RayIoU | None = None,
+                   on_output: Callable[[int, Batch, ModelOutput], None] | None = None) -> OccMetric:
     """Accumulate the Occ3D confusion matrix of ``model`` over (up to ``max_frames``) frames.
 
     Under DDP each process evaluates every ``world_size``-th frame and the confusion
     matrices are summed, so every process returns the metric of the whole set. ``rays``,
     if given, also accumulates RayIoU (on the full ground truth, as SparseOcc scores it).
+    ``on_output(index, batch, output)``, if given, sees every frame this process evaluates
+    with the model's full output (no second forward pass for other measures).
     """
     info = info or DistInfo(device=device)
     was_training = model.training
@@ -75,8 +79,11 @@ def evaluate_model(model: CausalOcc, dataset: OccDataset, device: torch.device, 
         batch: Batch = dataset[i].to(device)
         if batch.targets.semantics is None:
             raise ValueError(f"frame {batch.tokens[0]} has no occupancy labels; cannot evaluate")
-        pred = model(batch.inputs).logits.argmax(dim=1)  # b X Y Z
+        out = model(batch.inputs)
+        pred = out.logits.argmax(dim=1)  # b X Y Z
         metric.update(pred, batch.targets.semantics, batch.targets.mask_camera)
+        if on_output is not None:
+            on_output(i, batch, out)
         if rays is not None:
             for p, g in zip(pred.cpu().numpy(), batch.targets.semantics.cpu().numpy()):
                 rays.update(p, g)

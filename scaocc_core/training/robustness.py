@@ -8,7 +8,7 @@ level. Every level uses the same noise seed, so two models see identical cameras
 For a model with learnable camera offsets, every noisy so3 level also reports whether the
 offsets undo the noise: the mean rotation (degrees) and translation (metres) error of the
 camera poses against the true ones, before and after the predicted correction
-(:func:`pose_correction`). Equal before and after means the model did not correct the pose
+(:class:`PoseCorrection`). Equal before and after means the model did not correct the pose
 (it may still tolerate the error).
 
 Example::
@@ -27,10 +27,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from scaocc_core.batch import Batch
 from scaocc_core.checkpoint import load_checkpoint
 from scaocc_core.data.dataset import OccDataset
 from scaocc_core.data.noise import CameraNoise
-from scaocc_core.model.causal_occ import CausalOcc
+from scaocc_core.model.causal_occ import CausalOcc, ModelOutput
 from scaocc_core.training.evaluate import NOISE_SEED, evaluate_model
 from scaocc_core.training.synthdata import cache_synthetic_frames
 
@@ -53,27 +54,30 @@ def pose_errors(ego_T_cam: np.ndarray, truth: np.ndarray) -> tuple[np.ndarray, n
     return np.degrees(np.arccos(cos)), np.linalg.norm(ego_T_cam[:, :3, 3] - truth[:, :3, 3], axis=1)
 
 
-@torch.no_grad()
-def pose_correction(model: CausalOcc, dataset: OccDataset, device: torch.device, max_frames: int = 0
-                    ) -> dict[str, float]:
-    """Mean pose error of the (noisy) cameras ``dataset`` hands the model, before and after the
-    model's predicted camera offsets: ``rot_err_deg_before/after``, ``trans_err_m_before/after``."""
-    model.eval()
-    n = len(dataset) if max_frames <= 0 else min(max_frames, len(dataset))
-    before: list[tuple[np.ndarray, np.ndarray]] = []
-    after: list[tuple[np.ndarray, np.ndarray]] = []
-    for i in range(n):
-        batch = dataset[i]
-        inputs = batch.inputs.to(device)
-        corrected = model(inputs).offsets.apply(inputs.ego_T_cam)[0].double().cpu().numpy()  # n 4 4
-        truth = dataset.source.frame(i, with_images=False).ego_T_cam
-        before.append(pose_errors(batch.inputs.ego_T_cam[0].double().numpy(), truth))
-        after.append(pose_errors(corrected, truth))
-    def mean(errs: list[tuple[np.ndarray, np.ndarray]], k: int) -> float:
-        return float(np.concatenate([e[k] for e in errs]).mean())
+class PoseCorrection:
+    """Pose error of the (noisy) cameras a dataset hands the model, before and after the
+    model's predicted camera offsets; an ``on_output`` hook of :func:`evaluate_model`."""
 
-    return {"rot_err_deg_before": mean(before, 0), "rot_err_deg_after": mean(after, 0),
-            "trans_err_m_before": mean(before, 1), "trans_err_m_after": mean(after, 1)}
+    def __init__(self, dataset: OccDataset) -> None:
+        self.dataset = dataset
+        self.before: list[tuple[np.ndarray, np.ndarray]] = []
+        self.after: list[tuple[np.ndarray, np.ndarray]] = []
+
+    def __call__(self, index: int, batch: Batch, out: ModelOutput) -> None:
+        """Add frame ``index``: its handed and corrected poses against the stored true ones."""
+        handed = batch.inputs.ego_T_cam
+        corrected = out.offsets.apply(handed)[0].double().cpu().numpy()  # n 4 4
+        truth = self.dataset.source.frame(index, with_images=False).ego_T_cam
+        self.before.append(pose_errors(handed[0].double().cpu().numpy(), truth))
+        self.after.append(pose_errors(corrected, truth))
+
+    def summary(self) -> dict[str, float]:
+        """Means over cameras and frames: ``rot_err_deg_before/after``, ``trans_err_m_before/after``."""
+        def mean(errs: list[tuple[np.ndarray, np.ndarray]], k: int) -> float:
+            return float(np.concatenate([e[k] for e in errs]).mean())
+
+        return {"rot_err_deg_before": mean(self.before, 0), "rot_err_deg_after": mean(self.after, 0),
+                "trans_err_m_before": mean(self.before, 1), "trans_err_m_after": mean(self.after, 1)}
 
 
 def robustness_sweep(model: CausalOcc, cfg_source: str, split: str, device: torch.device, max_frames: int = 0,
@@ -86,11 +90,13 @@ def robustness_sweep(model: CausalOcc, cfg_source: str, split: str, device: torc
         clean = noise.sigma_deg == 0 and noise.sigma_m == 0
         dataset = cache_synthetic_frames(
             OccDataset(cfg_source, split, model.cfg, camera_noise=None if clean else noise, noise_seed=NOISE_SEED))
-        s = evaluate_model(model, dataset, device, max_frames, progress=progress, desc=f"noise {noise}").summary()
+        poses = PoseCorrection(dataset) if model.cfg.offsets.enabled and noise.mode == "so3" and not clean else None
+        s = evaluate_model(model, dataset, device, max_frames, progress=progress, desc=f"noise {noise}",
+                           on_output=poses).summary()
         entries.append({"mode": noise.mode, "sigma_deg": noise.sigma_deg, "sigma_m": noise.sigma_m,
                         "miou": s["miou"], "miou_d": s["miou_d"], "iou": s["iou"], "frames": s["frames"]})
-        if model.cfg.offsets.enabled and noise.mode == "so3" and not clean:
-            entries[-1].update(pose_correction(model, dataset, device, max_frames))
+        if poses is not None:
+            entries[-1].update(poses.summary())
     clean_miou = entries[0]["miou"]
     for e in entries:
         e["relative_drop"] = relative_drop(clean_miou, e["miou"])
