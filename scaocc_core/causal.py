@@ -17,9 +17,19 @@ near 0 instead of being stretched like a per-image min-max would), and yields va
 Estimators: :func:`causal_loss` with ``classes=None`` samples one class per step
 uniformly among the classes present (an unbiased estimate of the mean over classes,
 at the cost of one extra backward pass); :func:`causal_loss_exact` averages all of them.
+
+Where the 3D features are a known linear map of earlier ones (the normalised propagation,
+``feat3d = L feat3d_splat``), a :class:`Tap` carries the score's gradient back through ``L``
+as ``L^T share``, a forward computation: the loss' own backward then differentiates it once,
+where it would otherwise differentiate the backward pass of ``L`` (a double backward). Same
+values and gradients (tested).
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -27,13 +37,48 @@ from torch import Tensor
 
 from scaocc_core.grid import FREE, IGNORE
 
+if TYPE_CHECKING:
+    from scaocc_core.model.causal_occ import ModelOutput
+
 EPS = 1e-6
+
+
+@dataclass(frozen=True)
+class Tap:
+    """The 3D features the causal score sums, ``feat3d`` (b C X' Y' Z').
+
+    With ``source`` and ``transpose`` set, ``feat3d = L source`` for a linear ``L`` and
+    ``transpose`` applies ``L^T`` (b 1 X' Y' Z', the same in every channel -> b C X' Y' Z').
+    """
+
+    feat3d: Tensor
+    source: Tensor | None = None
+    transpose: Callable[[Tensor], Tensor] | None = None
+
+    def score_gradient(self, share: Tensor, feat2d: Tensor) -> Tensor:
+        """Gradient of ``S = sum(share * feat3d)`` (summed over channels and voxels; ``share``
+        b X' Y' Z') with respect to ``feat2d`` (b n C h w), differentiable (create_graph)."""
+        if self.source is None or self.transpose is None:
+            score = (self.feat3d.sum(dim=1) * share).sum()
+            (grad,) = torch.autograd.grad(score, feat2d, create_graph=True)
+            return grad
+        weight = self.transpose(share[:, None])  # b C X' Y' Z' = dS/dsource (share, every channel)
+        (grad,) = torch.autograd.grad(self.source, feat2d, grad_outputs=weight, create_graph=True)
+        return grad
+
+
+def causal_tap(out: ModelOutput, feature: str) -> Tap:
+    """The :class:`Tap` of ``feature`` (``propagated`` or ``splat``, as ``loss.causal_feature``)."""
+    if feature == "splat":
+        return Tap(out.feat3d_splat)
+    return Tap(out.feat3d, out.feat3d_splat, out.propagation_t)
 
 
 def present_classes(semantics: Tensor, mask: Tensor | None) -> list[int]:
     """Non-free classes present in the (masked) 3D ground truth, sorted."""
     labels = semantics[mask] if mask is not None else semantics.flatten()
-    return [int(c) for c in torch.unique(labels).tolist() if int(c) != FREE]
+    counts = torch.bincount(labels, minlength=FREE + 1)  # a count, not a sort (torch.unique)
+    return [c for c in counts.nonzero().flatten().tolist() if c != FREE]
 
 
 def class_targets(sem2d: Tensor, cls: int, feat_hw: tuple[int, int]) -> tuple[Tensor, Tensor]:
@@ -70,21 +115,21 @@ def class_share(semantics: Tensor, mask: Tensor | None, cls: int, feature_size: 
     return share
 
 
-def attention_map(feat3d: Tensor, feat2d: Tensor, semantics: Tensor, cls: int, mask: Tensor | None) -> Tensor:
+def attention_map(feat3d: Tensor | Tap, feat2d: Tensor, semantics: Tensor, cls: int, mask: Tensor | None) -> Tensor:
     """Normalised causal attention ``A_s`` (b n h w, in [0, 1]); differentiable (create_graph).
 
-    ``feat3d`` may live on a grid coarser than ``semantics``: each feature voxel then counts
-    with the share of its output voxels that are of class ``cls``.
+    ``feat3d`` (a tensor or a :class:`Tap`) may live on a grid coarser than ``semantics``:
+    each feature voxel then counts with the share of its output voxels that are of class ``cls``.
     """
-    share = class_share(semantics, mask, cls, feat3d.shape[-3:])
-    score = (feat3d.sum(dim=1) * share.to(feat3d.dtype)).sum()  # scalar S_s
-    (grad,) = torch.autograd.grad(score, feat2d, create_graph=True)  # b n C h w
+    tap = feat3d if isinstance(feat3d, Tap) else Tap(feat3d)
+    share = class_share(semantics, mask, cls, tap.feat3d.shape[-3:])
+    grad = tap.score_gradient(share.to(tap.feat3d.dtype), feat2d)  # b n C h w, dS_s/dfeat2d
     att = F.relu(grad.mean(dim=2))  # b n h w
     peak = att.flatten(1).amax(dim=1).view(-1, 1, 1, 1)  # per-sample max over cameras
     return att / (peak + EPS)
 
 
-def causal_loss_for_class(feat3d: Tensor, feat2d: Tensor, semantics: Tensor, sem2d: Tensor, cls: int,
+def causal_loss_for_class(feat3d: Tensor | Tap, feat2d: Tensor, semantics: Tensor, sem2d: Tensor, cls: int,
                           mask: Tensor | None = None) -> Tensor:
     """BCE between the attention map of ``cls`` and its 2D mask, over labelled cells."""
     att = attention_map(feat3d, feat2d, semantics, cls, mask)
@@ -95,21 +140,21 @@ def causal_loss_for_class(feat3d: Tensor, feat2d: Tensor, semantics: Tensor, sem
     return bce[valid].mean()
 
 
-def causal_loss(feat3d: Tensor, feat2d: Tensor, semantics: Tensor, sem2d: Tensor, mask: Tensor | None = None,
+def causal_loss(feat3d: Tensor | Tap, feat2d: Tensor, semantics: Tensor, sem2d: Tensor, mask: Tensor | None = None,
                 generator: torch.Generator | None = None) -> tuple[Tensor, int]:
     """Sampled estimator: one class drawn uniformly among those present. Returns (loss, class)."""
     classes = present_classes(semantics, mask)
     if not classes:
-        return feat3d.sum() * 0.0, -1
+        return feat2d.sum() * 0.0, -1
     pick = int(torch.randint(len(classes), (1,), generator=generator).item())
     cls = classes[pick]
     return causal_loss_for_class(feat3d, feat2d, semantics, sem2d, cls, mask), cls
 
 
-def causal_loss_exact(feat3d: Tensor, feat2d: Tensor, semantics: Tensor, sem2d: Tensor,
+def causal_loss_exact(feat3d: Tensor | Tap, feat2d: Tensor, semantics: Tensor, sem2d: Tensor,
                       mask: Tensor | None = None) -> Tensor:
     """Mean of the per-class losses over every present class (one backward per class)."""
     classes = present_classes(semantics, mask)
     if not classes:
-        return feat3d.sum() * 0.0
+        return feat2d.sum() * 0.0
     return torch.stack([causal_loss_for_class(feat3d, feat2d, semantics, sem2d, c, mask) for c in classes]).mean()

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from scaocc_core.batch import Targets
-from scaocc_core.causal import causal_loss
+from scaocc_core.causal import causal_loss, causal_tap
 from scaocc_core.config import DepthConfig, LossConfig
 from scaocc_core.model.causal_occ import ModelOutput
 
@@ -146,8 +146,8 @@ class OccupancyLoss:
             parts["depth"] = self.cfg.depth_weight * depth_loss(out.depth, targets.depth2d, self.depth_cfg)
         causal_weight = self.cfg.causal_weight * self.cfg.causal_scale(progress)
         if causal_weight > 0 and targets.sem2d is not None:
-            feat3d = out.feat3d if self.cfg.causal_feature == "propagated" else out.feat3d_splat
-            loss, _ = causal_loss(feat3d, out.feat2d, sem, targets.sem2d, mask, generator)
+            tap = causal_tap(out, self.cfg.causal_feature)
+            loss, _ = causal_loss(tap, out.feat2d, sem, targets.sem2d, mask, generator)
             parts["causal"] = causal_weight * loss
         total = torch.stack(list(parts.values())).sum() if parts else out.logits.sum() * 0.0
         return total, {k: float(v.detach()) for k, v in parts.items()} | {"total": float(total.detach())}

@@ -17,6 +17,7 @@ from scaocc_core.losses import OccupancyLoss, depth_loss
 from scaocc_core.model.causal_occ import CausalOcc
 from scaocc_core.model.voxel_net import (
     NormalizedConv3d,
+    Propagation,
     SubVoxelHead,
     depthwise3x3x3,
     depthwise3x3x3_reference,
@@ -216,6 +217,28 @@ def test_depth_loss_sums_bins_and_averages_cells():
     sharp[0, 0, 0, 1, 0, 0] = sharp[0, 1, 0, 3, 1, 1] = 1.0
     sharp[0, :, 0, 0] += torch.where(sharp[0, :, 0].sum(1) == 0, 1.0, 0.0)  # elsewhere: bin 0
     assert float(depth_loss(sharp, depth2d, cfg)) < 1e-4
+
+
+def test_normalized_propagation_transpose_is_its_adjoint():
+    """``<L x, y> = <x, L^T y>`` for the (linear) normalised stack, and ``L^T y`` is the
+    vector-Jacobian product autograd computes; the residual stack has no transpose."""
+    g = torch.Generator().manual_seed(2)
+    cfg = micro_config().voxel
+    prop = Propagation(3, dataclasses.replace(cfg, propagation_blocks=2)).double()
+    with torch.no_grad():
+        for p in prop.parameters():
+            p.normal_(generator=g)
+    x = torch.randn(2, 3, 5, 4, 6, generator=g, dtype=torch.float64, requires_grad=True)
+    y = torch.randn(2, 3, 5, 4, 6, generator=g, dtype=torch.float64)
+    transpose = prop.transpose()
+    assert transpose is not None
+    lhs, rhs = (prop(x) * y).sum().detach(), (x * transpose(y)).sum().detach()
+    assert abs(float(lhs)) > 1e-3 and torch.isclose(lhs, rhs, rtol=1e-12)
+    (vjp,) = torch.autograd.grad(prop(x), x, grad_outputs=y)
+    torch.testing.assert_close(transpose(y), vjp, rtol=1e-12, atol=1e-12)
+    one = y[:, :1]  # one channel stands for the same values in all of them
+    torch.testing.assert_close(transpose(one), transpose(one.expand_as(y).contiguous()), rtol=1e-12, atol=1e-12)
+    assert Propagation(3, dataclasses.replace(cfg, propagation="residual")).transpose() is None
 
 
 def test_normalized_block_equals_its_conv3d_form_to_second_order():

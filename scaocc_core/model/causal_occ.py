@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from torch import Tensor, nn
@@ -26,6 +27,7 @@ class ModelOutput:
     feat3d_splat: Tensor  # b C X' Y' Z', right after splatting (feature grid, X' = X / upsample)
     feat3d: Tensor  # b C X' Y' Z', after propagation
     offsets: CameraOffsets
+    propagation_t: Callable[[Tensor], Tensor] | None = None  # L^T where feat3d = L feat3d_splat is linear
 
 
 class CausalOcc(nn.Module):
@@ -65,4 +67,4 @@ class CausalOcc(nn.Module):
                              self.fused_pool)  # b C X' Y' Z'
         feat3d = self.propagation(feat3d_splat)
         logits = self.voxel_net(feat3d)  # b K X Y Z
-        return ModelOutput(logits, depth, feat2d, feat3d_splat, feat3d, offsets)
+        return ModelOutput(logits, depth, feat2d, feat3d_splat, feat3d, offsets, self.propagation.transpose())

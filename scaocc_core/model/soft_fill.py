@@ -39,36 +39,40 @@ from torch.autograd.function import once_differentiable
 
 
 @njit(cache=True, nogil=True, fastmath=True)
-def _lift_splat(d: np.ndarray, e: np.ndarray, w: np.ndarray, idx: np.ndarray, pix: np.ndarray, grp: np.ndarray,
-                out_g: np.ndarray) -> None:  # pragma: no cover - numba
-    K, P = idx.shape
+def _lift_splat(d: np.ndarray, e: np.ndarray, w: np.ndarray, idx: np.ndarray, pts: np.ndarray, pix: np.ndarray,
+                grp: np.ndarray, dump: int, out_g: np.ndarray) -> None:  # pragma: no cover - numba
+    K = idx.shape[0]
     C = e.shape[1]
     de = np.empty(C, dtype=e.dtype)
-    for p in range(P):
+    for p in pts:
         q = pix[p]
         for c in range(C):
             de[c] = d[grp[c], p] * e[q, c]
         for k in range(K):
             r, wk = idx[k, p], w[k, p]
+            if r == dump:
+                continue
             for c in range(C):
                 out_g[r, c] += wk * de[c]
 
 
 @njit(cache=True, nogil=True, fastmath=True)
 def _lift_splat_grad(g: np.ndarray, d: np.ndarray, e: np.ndarray, w: np.ndarray, idx: np.ndarray,
-                     pix: np.ndarray, grp: np.ndarray, out_d: np.ndarray, out_e: np.ndarray,
-                     out_w: np.ndarray) -> None:  # pragma: no cover - numba
-    K, P = idx.shape
+                     pts: np.ndarray, pix: np.ndarray, grp: np.ndarray, dump: int, out_d: np.ndarray,
+                     out_e: np.ndarray, out_w: np.ndarray) -> None:  # pragma: no cover - numba
+    K = idx.shape[0]
     C = e.shape[1]
     de = np.empty(C, dtype=e.dtype)
     s = np.empty(C, dtype=e.dtype)  # sum_k w[k, p] g[idx[k, p], c]
-    for p in range(P):
+    for p in pts:
         q = pix[p]
         for c in range(C):
             de[c] = d[grp[c], p] * e[q, c]
             s[c] = 0.0
         for k in range(K):
             r, wk = idx[k, p], w[k, p]
+            if r == dump:
+                continue
             acc = out_w[k, p]  # zero, in out_w's dtype
             for c in range(C):
                 gv = g[r, c]
@@ -82,21 +86,21 @@ def _lift_splat_grad(g: np.ndarray, d: np.ndarray, e: np.ndarray, w: np.ndarray,
 
 @njit(cache=True, nogil=True, fastmath=True)
 def _lift_splat_grad_grad(g: np.ndarray, d: np.ndarray, e: np.ndarray, w: np.ndarray, hd: np.ndarray,
-                          he: np.ndarray, hw: np.ndarray, idx: np.ndarray, pix: np.ndarray, grp: np.ndarray,
-                          out_g: np.ndarray, out_d: np.ndarray, out_e: np.ndarray,
+                          he: np.ndarray, hw: np.ndarray, idx: np.ndarray, pts: np.ndarray, pix: np.ndarray,
+                          grp: np.ndarray, dump: int, out_g: np.ndarray, out_d: np.ndarray, out_e: np.ndarray,
                           out_w: np.ndarray) -> None:  # pragma: no cover - numba
     """Gradients of ``F = <hd, dPhi/dd> + <he, dPhi/de> + <hw, dPhi/dw>`` in ``g, d, e, w``.
 
     With Phi multilinear, ``<hd, dPhi/dd> = Phi(g, hd, e, w)`` and so on, so for example
     ``dF/dg = dPhi/dg(hd, e, w) + dPhi/dg(d, he, w) + dPhi/dg(d, e, hw)``.
     """
-    K, P = idx.shape
+    K = idx.shape[0]
     C = e.shape[1]
     de = np.empty(C, dtype=e.dtype)
     mixed = np.empty(C, dtype=e.dtype)  # hd e + d he
     s1 = np.empty(C, dtype=e.dtype)  # sum_k w g
     s2 = np.empty(C, dtype=e.dtype)  # sum_k hw g
-    for p in range(P):
+    for p in pts:
         q = pix[p]
         for c in range(C):
             de[c] = d[grp[c], p] * e[q, c]
@@ -105,6 +109,8 @@ def _lift_splat_grad_grad(g: np.ndarray, d: np.ndarray, e: np.ndarray, w: np.nda
             s2[c] = 0.0
         for k in range(K):
             r, wk, hk = idx[k, p], w[k, p], hw[k, p]
+            if r == dump:
+                continue
             acc = out_w[k, p]
             for c in range(C):
                 gv = g[r, c]
@@ -120,13 +126,20 @@ def _lift_splat_grad_grad(g: np.ndarray, d: np.ndarray, e: np.ndarray, w: np.nda
 
 @dataclass(frozen=True)
 class Geometry:
-    """What the loops index with: corner rows ``idx`` (8 P), feature pixel ``pix`` (P) of every
-    frustum point, group ``grp`` (C) of every channel, and the number of voxel rows."""
+    """What the loops index with: corner rows ``idx`` (8 P), the points ``pts`` with a corner
+    off the dump row, feature pixel ``pix`` (P) of every frustum point, group ``grp`` (C) of
+    every channel, and the number of voxel rows (the last is the dump)."""
 
     idx: np.ndarray
+    pts: np.ndarray
     pix: np.ndarray
     grp: np.ndarray
     rows: int
+
+    @property
+    def dump(self) -> int:
+        """The dump row: corners outside the grid, skipped by every loop."""
+        return self.rows - 1
 
 
 def _np(t: Tensor) -> np.ndarray:
@@ -137,7 +150,7 @@ class _LiftSplat(Function):
     @staticmethod
     def forward(ctx: Any, d: Tensor, e: Tensor, w: Tensor, geo: Geometry) -> Tensor:
         out = e.new_zeros(geo.rows, e.shape[1])
-        _lift_splat(_np(d), _np(e), _np(w), geo.idx, geo.pix, geo.grp, out.numpy())
+        _lift_splat(_np(d), _np(e), _np(w), geo.idx, geo.pts, geo.pix, geo.grp, geo.dump, out.numpy())
         ctx.geo = geo
         ctx.save_for_backward(d, e, w)
         return out
@@ -153,7 +166,7 @@ class _LiftSplatGrad(Function):
     @staticmethod
     def forward(ctx: Any, g: Tensor, d: Tensor, e: Tensor, w: Tensor, geo: Geometry) -> tuple[Tensor, ...]:
         out_d, out_e, out_w = torch.zeros_like(d), torch.zeros_like(e), torch.zeros_like(w)
-        _lift_splat_grad(_np(g), _np(d), _np(e), _np(w), geo.idx, geo.pix, geo.grp,
+        _lift_splat_grad(_np(g), _np(d), _np(e), _np(w), geo.idx, geo.pts, geo.pix, geo.grp, geo.dump,
                          out_d.numpy(), out_e.numpy(), out_w.numpy())
         ctx.geo = geo
         ctx.save_for_backward(g, d, e, w)
@@ -168,8 +181,8 @@ class _LiftSplatGrad(Function):
         he = torch.zeros_like(e) if he is None else he
         hw = torch.zeros_like(w) if hw is None else hw
         outs = [torch.zeros_like(t) for t in (g, d, e, w)]
-        _lift_splat_grad_grad(_np(g), _np(d), _np(e), _np(w), _np(hd), _np(he), _np(hw), geo.idx, geo.pix,
-                              geo.grp, *[o.numpy() for o in outs])
+        _lift_splat_grad_grad(_np(g), _np(d), _np(e), _np(w), _np(hd), _np(he), _np(hw), geo.idx, geo.pts,
+                              geo.pix, geo.grp, geo.dump, *[o.numpy() for o in outs])
         return (*(o if need else None for o, need in zip(outs, ctx.needs_input_grad)), None)
 
 
@@ -177,8 +190,9 @@ def lift_splat_soft(depth: Tensor, context: Tensor, weight: Tensor, rows: Tensor
     """Channel-grouped lifting and soft filling in one: ``(num_rows, C)`` voxel rows.
 
     ``depth`` b n G D h w, ``context`` b n C h w, corner ``weight`` and ``rows`` 8 (b n D h w)
-    (:func:`scaocc_core.model.splat.corner_weights`). Differentiable twice in ``depth``,
-    ``context`` and ``weight``; CPU only.
+    (:func:`scaocc_core.model.splat.corner_weights`). Row ``num_rows - 1`` is the dump of the
+    corners outside the grid: the loops skip them (and the points with no other corner), so it
+    stays zero. Differentiable twice in ``depth``, ``context`` and ``weight``; CPU only.
     """
     if context.device.type != "cpu":
         raise ValueError(f"the numba soft-filling kernel runs on CPU tensors, got {context.device}")
@@ -188,8 +202,9 @@ def lift_splat_soft(depth: Tensor, context: Tensor, weight: Tensor, rows: Tensor
     d = depth.permute(2, 0, 1, 3, 4, 5).reshape(G, P)  # G (b n D h w)
     e = context.permute(0, 1, 3, 4, 2).reshape(b * n * h * w, C)  # (b n h w) C
     p = np.arange(P)
-    geo = Geometry(idx=_np(rows), pix=(p // (D * h * w)) * (h * w) + p % (h * w), grp=np.arange(C) // (C // G),
-                   rows=num_rows)
+    idx = _np(rows)
+    geo = Geometry(idx=idx, pts=np.flatnonzero((idx != num_rows - 1).any(axis=0)),
+                   pix=(p // (D * h * w)) * (h * w) + p % (h * w), grp=np.arange(C) // (C // G), rows=num_rows)
     return _LiftSplat.apply(d, e, weight.to(context.dtype), geo)
 
 

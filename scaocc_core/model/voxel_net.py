@@ -7,11 +7,17 @@ non-negative and sum to one per output channel (softmax over inputs), then resid
 averaging ``(x + f(x)) / 2``. Every step is a convex combination, so feature magnitudes
 are preserved while evidence spreads to empty neighbours. The baseline uses standard
 3D residual blocks instead.
+
+The normalised stack is linear in its input, ``y = L x``; :meth:`Propagation.transpose`
+returns ``L^T`` built from the same weights, which the causal loss uses to carry its score's
+gradient back to the splatted features as a plain (once-differentiated) computation instead
+of a backward pass that it would then have to differentiate again.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -101,6 +107,28 @@ class NormalizedConv3d(nn.Module):
         y = channel_mix(y, self.mix_weight().to(x.dtype))
         return 0.5 * (x + y)
 
+    def transpose(self) -> Callable[[Tensor], Tensor]:
+        """The block's transpose ``g -> (g + K^T W^T g) / 2``: ``g`` b C X Y Z, or b 1 X Y Z for the
+        same values in every channel; Z-major (:func:`z_major`).
+
+        ``W^T`` is the channel mix by the transposed weights (for a channel-constant ``g``, its
+        row sums times ``g``); ``K^T``, the adjoint of a zero-padded 3x3x3 correlation, is the
+        correlation with the kernel flipped along all three axes. The weights are taken now, so
+        the result stays tied to the parameters of this forward pass.
+        """
+        kernel = self.spatial_kernel().flip(2, 3, 4)  # C 1 3 3 3
+        mix_t = self.mix_weight().t()  # Cin Cout
+
+        def apply(g: Tensor) -> Tensor:
+            if g.shape[1] == 1:
+                sums = mix_t.sum(dim=1).to(g.dtype)[None, :, None, None, None]  # 1 C 1 1 1
+                y = (sums * g.permute(0, 1, 4, 2, 3)).permute(0, 1, 3, 4, 2)  # b C X Y Z, Z-major
+            else:
+                y = channel_mix(g, mix_t.to(g.dtype))
+            return 0.5 * (g + depthwise3x3x3(y, kernel.to(g.dtype)))
+
+        return apply
+
 
 def _peak_logit(weight: float, n: int) -> float:
     """The logit that gives one of ``n`` softmax entries ``weight`` when the others are 0."""
@@ -142,6 +170,22 @@ class Propagation(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         """``x``: b C X Y Z -> b C X Y Z."""
         return self.blocks(z_major(x) if self.normalized else x)
+
+    def transpose(self) -> Callable[[Tensor], Tensor] | None:
+        """``L^T`` of the normalised stack ``y = L x`` with the current weights: b C X Y Z (or
+        b 1 X Y Z, the same in every channel) -> b C X Y Z; ``None`` for the residual blocks,
+        which are not linear."""
+        if not self.normalized:
+            return None
+        blocks = [block.transpose() for block in reversed(self.blocks)]  # type: ignore[operator]
+
+        def apply(g: Tensor) -> Tensor:
+            g = z_major(g)
+            for block in blocks:
+                g = block(g)
+            return g
+
+        return apply
 
 
 def conv_bn_relu(cin: int, cout: int, k: int = 3, stride: int = 1) -> nn.Sequential:

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from scaocc_core.causal import EPS, attention_map, class_targets, present_classes
+from scaocc_core.causal import EPS, attention_map, causal_tap, class_targets, present_classes
 from scaocc_core.checkpoint import load_checkpoint
 from scaocc_core.data.dataset import OccDataset
 from scaocc_core.grid import CLASS_NAMES
@@ -47,9 +47,9 @@ def consistency_score(model: CausalOcc, dataset: OccDataset, device: torch.devic
             raise ValueError(f"frame {batch.tokens[0]} lacks 3D or 2D semantic labels; consistency needs both")
         with torch.enable_grad():
             out = model(batch.inputs)
-            feat3d = out.feat3d if model.cfg.loss.causal_feature == "propagated" else out.feat3d_splat
+            tap = causal_tap(out, model.cfg.loss.causal_feature)
             for cls in present_classes(t.semantics, t.mask_camera):
-                att = attention_map(feat3d, out.feat2d, t.semantics, cls, t.mask_camera).detach()  # b n h w
+                att = attention_map(tap, out.feat2d, t.semantics, cls, t.mask_camera).detach()  # b n h w
                 target, _ = class_targets(t.sem2d, cls, (att.shape[-2], att.shape[-1]))  # b n h w
                 mass = float(att.sum())
                 if mass > EPS:
