@@ -97,6 +97,23 @@ def test_fused_soft_filling_kernel_passes_gradcheck_of_both_orders():
     assert torch.autograd.gradgradcheck(lambda d, e, w: lift_splat_soft(d, e, w, rows, num_rows), args)
 
 
+def test_fused_soft_filling_kernel_skips_corners_outside_the_grid():
+    """Corners outside the grid go to the dump row, which the loops skip: it stays zero, and
+    points with no corner inside change nothing, in values or in gradients."""
+    depth, context, coords = _lift_inputs(4)
+    coords = coords.clone()
+    coords[:, :, 0] = -5.0  # every point of depth bin 0 lies outside the grid
+    weight, rows = corner_weights(coords.reshape(2, -1, 3), SIZE)
+    num_rows = 2 * SIZE[0] * SIZE[1] * SIZE[2] + 1
+    outside = (rows == num_rows - 1).all(0)
+    assert outside.any() and not outside.all()
+    args = [t.clone().requires_grad_() for t in (depth, context, weight)]
+    out = lift_splat_soft(*args, rows, num_rows)
+    assert out[-1].abs().sum() == 0 and out[:-1].abs().sum() > 0
+    gd, _, gw = torch.autograd.grad((out * torch.randn_like(out)).sum(), args)
+    assert gw[:, outside].abs().sum() == 0 and gd[:, :, :, 0].abs().sum() == 0 and gd.abs().sum() > 0
+
+
 def test_grouped_features_pair_each_group_with_its_depth():
     b, n, G, D, h, w, C = 1, 1, 2, 3, 1, 1, 4
     depth = torch.zeros(b, n, G, D, h, w)
