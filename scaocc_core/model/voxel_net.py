@@ -177,7 +177,7 @@ class Propagation(nn.Module):
         which are not linear."""
         if not self.normalized:
             return None
-        blocks = [block.transpose() for block in reversed(self.blocks)]  # type: ignore[operator]
+        blocks = [block.transpose() for block in reversed(self.blocks) if isinstance(block, NormalizedConv3d)]
 
         def apply(g: Tensor) -> Tensor:
             g = z_major(g)
