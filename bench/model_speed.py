@@ -159,7 +159,9 @@ def soft_filling_times(cfg: ModelConfig, device: torch.device, reps: int) -> dic
 
     "causal" is forward, ``autograd.grad(..., create_graph=True)`` to depth and context, and
     the backward of a loss on those gradients to depth, context and coordinates: what the
-    causal loss asks of this stage. Medians of interleaved repetitions.
+    causal loss asks of this stage. The frustum points are those of the benchmark's camera rig
+    (:func:`fake_inputs`), so the share that falls outside the grid is a real one. Medians of
+    interleaved repetitions.
     """
     n, C, G = cfg.image.num_cams, cfg.depth.context_channels, cfg.depth.groups
     h, w = cfg.image.height // cfg.encoder.stride, cfg.image.width // cfg.encoder.stride
@@ -168,7 +170,10 @@ def soft_filling_times(cfg: ModelConfig, device: torch.device, reps: int) -> dic
     size = cfg.feature_grid.size
     depth = torch.randn(1, n, G, D, h, w, generator=gen).softmax(3).to(device)
     context = torch.rand(1, n, C, h, w, generator=gen).to(device)
-    coords = (torch.rand(1, n, D, h, w, 3, generator=gen) * torch.tensor(size)).to(device)
+    inputs, _ = fake_inputs(cfg, device)
+    lifter = CausalOcc(cfg).lifter.to(device)
+    with torch.no_grad():
+        coords = lifter(inputs, inputs.ego_T_cam, None)  # 1 n D h w 3, feature-grid voxels
     weight = torch.randn(1, C, *size, generator=gen).to(device)
 
     def kernel(d: torch.Tensor, e: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
