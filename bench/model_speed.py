@@ -20,6 +20,7 @@ from scaocc_core.config import ModelConfig, load_config
 from scaocc_core.grid import FREE
 from scaocc_core.losses import OccupancyLoss
 from scaocc_core.model.causal_occ import CausalOcc
+from scaocc_core.model.lift import FrustumLifter
 from scaocc_core.model.splat import grouped_features, pool_hard, pool_hard_reference, pool_soft, splat
 
 STAGES = ("encoder", "offset_head", "depth_head", "lifter", "propagation", "voxel_net")
@@ -171,7 +172,8 @@ def soft_filling_times(cfg: ModelConfig, device: torch.device, reps: int) -> dic
     depth = torch.randn(1, n, G, D, h, w, generator=gen).softmax(3).to(device)
     context = torch.rand(1, n, C, h, w, generator=gen).to(device)
     inputs, _ = fake_inputs(cfg, device)
-    lifter = CausalOcc(cfg).lifter.to(device)
+    lifter = FrustumLifter((cfg.image.height, cfg.image.width), cfg.encoder.stride, cfg.depth,
+                           cfg.feature_grid).to(device)
     with torch.no_grad():
         coords = lifter(inputs, inputs.ego_T_cam, None)  # 1 n D h w 3, feature-grid voxels
     weight = torch.randn(1, C, *size, generator=gen).to(device)
