@@ -8,6 +8,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from scaocc_core.batch import Targets
 from scaocc_core.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
@@ -19,9 +20,11 @@ from scaocc_core.model.voxel_net import (
     NormalizedConv3d,
     Propagation,
     SubVoxelHead,
+    channels_last,
     depthwise3x3x3,
+    depthwise3x3x3_banded,
+    depthwise3x3x3_channels_last,
     depthwise3x3x3_reference,
-    z_major,
 )
 
 from .fixtures import camera_inputs, micro_config
@@ -156,17 +159,38 @@ def test_checkpoint_round_trip_and_corruption(tmp_path):
         load_checkpoint(tmp_path / "other.pt")
 
 
-def test_depthwise_kernel_equals_conv3d_reference_with_gradients():
+@pytest.mark.parametrize("fast_form", [depthwise3x3x3_channels_last, depthwise3x3x3_banded])
+def test_depthwise_kernel_equals_conv3d_reference_with_gradients(fast_form):
     g = torch.Generator().manual_seed(0)
     x = torch.randn(2, 3, 5, 4, 6, generator=g, dtype=torch.float64, requires_grad=True)
     k = torch.rand(3, 1, 3, 3, 3, generator=g, dtype=torch.float64, requires_grad=True)
-    fast, ref = depthwise3x3x3(x, k), depthwise3x3x3_reference(x, k)
+    fast, ref = fast_form(x, k), depthwise3x3x3_reference(x, k)
     torch.testing.assert_close(fast, ref)
-    # first and second order (the causal loss differentiates through the gradient)
+    # first order in the input and the kernel, then second order (a loss on the gradient)
+    first = [torch.autograd.grad(y.sin().sum(), (x, k), retain_graph=True) for y in (fast, ref)]
+    torch.testing.assert_close(*first)
     gf = torch.autograd.grad(fast.square().sum(), x, create_graph=True)[0]
     gr = torch.autograd.grad(ref.square().sum(), x, create_graph=True)[0]
     torch.testing.assert_close(gf, gr)
     torch.testing.assert_close(torch.autograd.grad(gf.sin().sum(), (x, k)), torch.autograd.grad(gr.sin().sum(), (x, k)))
+
+
+def test_depthwise3x3x3_takes_the_channels_last_form_on_cpu_and_the_banded_one_in_export():
+    x = torch.randn(1, 2, 4, 4, 3)
+    k = torch.rand(2, 1, 3, 3, 3)
+    assert depthwise3x3x3(x, k).is_contiguous(memory_format=torch.channels_last_3d)
+    exported = torch.export.export(_Depthwise(k), (x,))
+    ops = {str(n.target) for n in exported.graph.nodes if n.op == "call_function"}
+    assert any("conv2d" in op for op in ops) and not any("conv3d" in op for op in ops), ops
+
+
+class _Depthwise(nn.Module):
+    def __init__(self, kernel: torch.Tensor) -> None:
+        super().__init__()
+        self.kernel = kernel
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return depthwise3x3x3(x, self.kernel)
 
 
 def test_upsampling_head_predicts_the_output_grid():
@@ -256,7 +280,7 @@ def test_normalized_block_equals_its_conv3d_form_to_second_order():
         return 0.5 * (x + F.conv3d(y, block.mix_weight()[..., None, None, None]))
 
     params = (x, block.spatial_logits, block.mix_logits)
-    for fn in (block, lambda t: block(z_major(t))):
+    for fn in (block, lambda t: block(channels_last(t))):
         fast, ref = fn(x), reference(x)
         torch.testing.assert_close(fast, ref)
         gf = torch.autograd.grad(fast.square().sum(), x, create_graph=True)[0]
