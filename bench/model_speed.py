@@ -19,6 +19,7 @@ from scaocc_core.batch import CameraInputs, Targets
 from scaocc_core.config import ModelConfig, load_config
 from scaocc_core.grid import FREE
 from scaocc_core.losses import OccupancyLoss
+from scaocc_core.memory import keep_freed_memory
 from scaocc_core.model.causal_occ import CausalOcc
 from scaocc_core.model.lift import FrustumLifter
 from scaocc_core.model.splat import grouped_features, pool_hard, pool_hard_reference, pool_soft, splat
@@ -213,8 +214,9 @@ def main() -> None:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args()
     device = torch.device(args.device)
+    kept = keep_freed_memory()  # as the scaocc command line does (bench/allocator.py measures its effect)
     print(f"device: {device} ({torch.cuda.get_device_name() if device.type == 'cuda' else 'CPU'}), "
-          f"torch {torch.__version__}, threads {torch.get_num_threads()}")
+          f"torch {torch.__version__}, threads {torch.get_num_threads()}, malloc keeps freed memory: {kept}")
     rows = []
     for name in args.configs:
         cfg = load_config(f"config/model/{name}.yaml")

@@ -16,6 +16,8 @@ import logging
 import sys
 from importlib.metadata import entry_points
 
+from scaocc_core.memory import keep_freed_memory
+
 #: subcommand -> (module, one-line help). Kept explicit so ``scaocc --help`` is the index.
 COMMANDS: dict[str, tuple[str, str]] = {
     "synth": ("scaocc_core.data.synthetic.cli", "render a synthetic driving dataset (images, Occ3D labels, manifest)"),
@@ -77,6 +79,7 @@ def main(argv: list[str] | None = None) -> int:
                                   formatter_class=argparse.RawDescriptionHelpFormatter)
     module.add_arguments(sub)
     sub_args = sub.parse_args(rest)
+    keep_freed_memory()  # every subcommand runs tensors through malloc (scaocc_core.memory)
     try:
         return int(module.run(sub_args) or 0)
     except Exception as exc:
