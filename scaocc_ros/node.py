@@ -54,6 +54,7 @@ from tf2_msgs.msg import TFMessage
 from visualization_msgs.msg import MarkerArray
 
 from scaocc_core.device import resolve_device
+from scaocc_core.memory import keep_freed_memory
 from scaocc_ros import cdr, node_params, qos
 from scaocc_ros.calibration import offset_magnitudes
 from scaocc_ros.diagnostics import Thresholds, diagnostic_statuses
@@ -357,4 +358,6 @@ def main() -> None:
     parser = argparse.ArgumentParser(prog="occ_node", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     add_arguments(parser)
-    sys.exit(run(parser.parse_args(sys.argv[1:])))
+    args = parser.parse_args(sys.argv[1:])
+    keep_freed_memory()  # inference reuses its tensors' memory instead of faulting it in (scaocc_core.memory)
+    sys.exit(run(args))
