@@ -24,6 +24,7 @@ from pathlib import Path
 import yaml
 
 from scaocc_core.config import ConfigError, load_config
+from scaocc_core.memory import keep_freed_memory
 from scaocc_core.training.config import TrainConfig, load_train_config
 from scaocc_core.training.distributed import cleanup, setup
 from scaocc_core.training.engine import train
@@ -95,7 +96,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(prog="scaocc train", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     add_arguments(parser)
-    return run(parser.parse_args())
+    args = parser.parse_args()
+    keep_freed_memory()  # as the scaocc command line does (scaocc_core.memory)
+    return run(args)
 
 
 if __name__ == "__main__":
