@@ -322,6 +322,9 @@ def main() -> None:
     parser.add_argument("--json", type=Path, default=None, help="also write the rows and the machine here")
     args = parser.parse_args()
     from scaocc_core.deploy.onnx_model import default_threads
+    from scaocc_core.memory import keep_freed_memory
+
+    keep_freed_memory()  # as the node does
 
     threads = args.threads or default_threads()
     torch.set_num_threads(threads)

@@ -136,14 +136,8 @@ def export_model(model: CausalOcc, cfg: ModelConfig, path: str | Path, outputs: 
 
 
 def onnx_parity(path: str | Path, graph: InferenceGraph, feeds: dict[str, object] | None = None,
-                threads: int | None = 1) -> ParityReport:
-    """Run the ONNX file with ONNX Runtime (CPU) and the torch ``graph`` on the same feeds.
-
-    One ONNX Runtime thread by default: with more, its reductions sum in an order that varies
-    from run to run, and two runs of one session on one input differed by up to 0.3 in a
-    logit (scaocc_tiny with random weights, logit scale 41); with one they are identical and
-    within 1e-4 of PyTorch.
-    """
+                threads: int | None = None) -> ParityReport:
+    """Run the ONNX file with ONNX Runtime (CPU) and the torch ``graph`` on the same feeds."""
     from scaocc_core.deploy.onnx_model import read_metadata
 
     meta = read_metadata(path)
