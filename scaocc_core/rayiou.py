@@ -23,6 +23,9 @@ from numba import njit, prange
 
 from scaocc_core.config import GridConfig
 from scaocc_core.grid import CLASS_NAMES, FREE
+from scaocc_core.numba_threads import use_numba_workqueue
+
+use_numba_workqueue()  # parallel loops must not change PyTorch's threads (scaocc_core/numba_threads.py)
 
 THRESHOLDS_M = (1.0, 2.0, 4.0)
 #: Ray origins in the ego frame (m): the LiDAR position of the nuScenes car and four more

@@ -16,6 +16,9 @@ import numpy as np
 from numba import njit, prange
 
 from scaocc_core.data.synthetic.raycast import trace_flat, trace_objects
+from scaocc_core.numba_threads import use_numba_workqueue
+
+use_numba_workqueue()  # parallel loops must not change PyTorch's threads (scaocc_core/numba_threads.py)
 
 SKY = 17
 LUT_SIZE = 4096

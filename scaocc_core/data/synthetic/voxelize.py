@@ -18,6 +18,9 @@ from numba import njit, prange
 from scaocc_core.config import GridConfig
 from scaocc_core.data.synthetic.layout import FLAT_TOP, RES, Layout
 from scaocc_core.data.synthetic.prims import Prims
+from scaocc_core.numba_threads import use_numba_workqueue
+
+use_numba_workqueue()  # parallel loops must not change PyTorch's threads (scaocc_core/numba_threads.py)
 
 SUB = 4  # samples per voxel edge
 GROUND_SKIN = 0.2  # metres of solid ground below the surface
