@@ -21,4 +21,4 @@ LAYER = "workqueue"
 
 def use_numba_workqueue() -> None:
     """Make ``workqueue`` numba's threading layer for this process's parallel loops."""
-    numba.config.THREADING_LAYER = LAYER
+    numba.config.THREADING_LAYER = LAYER  # type: ignore[attr-defined]  # numba fills its config at runtime
