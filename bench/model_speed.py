@@ -98,40 +98,46 @@ def stage_times(model: CausalOcc, inputs: CameraInputs, device: torch.device, re
     return out
 
 
-def train_step_times(cfg: ModelConfig, device: torch.device, reps: int) -> tuple[float, float]:
-    """Median training-step time without and with the causal loss, measured interleaved.
+def train_step_times(cfg: ModelConfig, device: torch.device, reps: int,
+                     lazy_every: int) -> tuple[float, float, float]:
+    """Training-step time without the causal loss, with it on every step, and lazily.
 
-    Two models (same seed) alternate step by step, so a change of machine load hits both
-    columns alike; the ratio of the two medians is the causal loss' cost.
+    Three models (same seed) alternate step by step, so a change of machine load hits every
+    column alike. Plain and causal: medians of their steps. Lazy (``loss.causal_every =
+    lazy_every``): the median over consecutive blocks of ``lazy_every`` steps (one with the
+    causal loss, the rest without) of the block's mean step time.
     """
+    variants = {"plain": (0.0, 1), "causal": (1.0, 1), "lazy": (1.0, lazy_every)}
     steps = {}
-    for causal in (False, True):
-        loss_cfg = dataclasses.replace(cfg.loss, causal_weight=1.0 if causal else 0.0, depth_weight=0.0)
+    for key, (weight, every) in variants.items():
+        loss_cfg = dataclasses.replace(cfg.loss, causal_weight=weight, causal_every=every, depth_weight=0.0)
         c = dataclasses.replace(cfg, loss=loss_cfg)
         torch.manual_seed(0)
         model = CausalOcc(c).to(device).train()
         opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
-        steps[causal] = (model, opt, OccupancyLoss(c.loss, c.depth))
+        steps[key] = (model, opt, OccupancyLoss(c.loss, c.depth))
     inputs, targets = fake_inputs(cfg, device)
     gen = torch.Generator().manual_seed(0)
 
-    def step(causal: bool) -> None:
-        model, opt, loss_fn = steps[causal]
-        total, _ = loss_fn(model(inputs), targets, gen)
+    def step(key: str, index: int) -> None:
+        model, opt, loss_fn = steps[key]
+        total, _ = loss_fn(model(inputs), targets, gen, step=index)
         opt.zero_grad(set_to_none=True)
         total.backward()
         opt.step()
 
-    times: dict[bool, list[float]] = {False: [], True: []}
-    for rep in range(reps + 1):
-        for causal in (False, True):
+    times: dict[str, list[float]] = {key: [] for key in variants}
+    for rep in range(reps * lazy_every + 1):
+        for key in variants:
             sync(device)
             t = time.perf_counter()
-            step(causal)
+            step(key, rep - 1)
             sync(device)
             if rep:  # the first round warms up
-                times[causal].append(time.perf_counter() - t)
-    return statistics.median(times[False]), statistics.median(times[True])
+                times[key].append(time.perf_counter() - t)
+    lazy = times["lazy"]
+    blocks = [statistics.mean(lazy[i:i + lazy_every]) for i in range(0, len(lazy) - lazy_every + 1, lazy_every)]
+    return statistics.median(times["plain"]), statistics.median(times["causal"]), statistics.median(blocks)
 
 
 def channels_last_ratio(model: CausalOcc, cfg: ModelConfig, device: torch.device, reps: int) -> float:
@@ -211,6 +217,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--configs", nargs="+", default=["baseline_tiny", "scaocc_tiny", "scaocc_r50"])
     parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--lazy-every", type=int, default=2,
+                        help="loss.causal_every of the lazy column (default: 2)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args()
     device = torch.device(args.device)
@@ -225,15 +233,17 @@ def main() -> None:
         inputs, _ = fake_inputs(cfg, device)
         stages = stage_times(model, inputs, device, reps)
         cl_ratio = channels_last_ratio(model, cfg, device, reps)
-        plain, causal = train_step_times(cfg, device, reps)
-        rows.append((name, stages, plain, causal, cl_ratio))
+        plain, causal, lazy = train_step_times(cfg, device, reps, args.lazy_every)
+        rows.append((name, stages, plain, causal, lazy, cl_ratio))
     print(f"\n{'config':<16}" + "".join(f"{s:>13}" for s in (*STAGES, "splat")) + f"{'fwd total':>11}"
-          f"{'train step':>12}{'+causal':>10}{'ratio':>7}{'CL3d/NC':>9}")
-    for name, stages, plain, causal, cl_ratio in rows:
+          f"{'train step':>12}{'+causal':>10}{'ratio':>7}{'lazy':>9}{'ratio':>7}{'CL3d/NC':>9}")
+    for name, stages, plain, causal, lazy, cl_ratio in rows:
         cells = "".join(f"{stages.get(s, 0.0):>11.1f}ms" for s in (*STAGES, "splat"))
         print(f"{name:<16}{cells}{sum(stages.values()):>9.1f}ms{1e3 * plain:>10.0f}ms{1e3 * causal:>8.0f}ms"
-              f"{causal / plain:>6.2f}x{cl_ratio:>8.2f}x")
+              f"{causal / plain:>6.2f}x{1e3 * lazy:>7.0f}ms{lazy / plain:>6.2f}x{cl_ratio:>8.2f}x")
     print("ratio: training step with the causal loss over without, medians of steps measured interleaved")
+    print(f"lazy: the causal loss on one step in {args.lazy_every}, at {args.lazy_every}x its weight "
+          "(loss.causal_every), mean step time of each such block of steps, median over blocks")
     print("CL3d/NC: 3D network forward with channels_last_3d over without (< 1: channels_last helps)")
     for name in args.configs:
         cfg = load_config(f"config/model/{name}.yaml")

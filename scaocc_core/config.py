@@ -170,6 +170,9 @@ class LossConfig:
     per step (0 = all of them); cross-entropy always uses every visible voxel.
     ``causal_warmup`` is the fraction of the training steps over which the causal weight ramps
     linearly from 0 to ``causal_weight`` (0 = full weight from the first step).
+    ``causal_every`` = k > 1 is lazy regularisation (as StyleGAN2 does for its R1 penalty): the
+    causal loss, a second-order term, runs on every k-th training step only, at k times its
+    weight, so its expected gradient is unchanged at 1/k of its cost (EXPERIMENTS.md section 4).
     """
 
     ce_weight: float = 1.0
@@ -179,6 +182,7 @@ class LossConfig:
     causal_weight: float = 0.0
     causal_feature: str = "propagated"
     causal_warmup: float = 0.0
+    causal_every: int = 1
     class_balanced: bool = True
 
     def validate(self) -> None:
@@ -192,10 +196,20 @@ class LossConfig:
                 raise ConfigError(f"loss.{name} must be >= 0")
         if not 0.0 <= self.causal_warmup <= 1.0:
             raise ConfigError(f"loss.causal_warmup must be a fraction of training in [0, 1], got {self.causal_warmup}")
+        if self.causal_every < 1:
+            raise ConfigError(f"loss.causal_every must be a step count >= 1, got {self.causal_every}")
 
-    def causal_scale(self, progress: float) -> float:
-        """The causal weight's ramp factor at ``progress`` (fraction of training done, 0..1)."""
-        return 1.0 if self.causal_warmup == 0 else min(1.0, max(progress, 0.0) / self.causal_warmup)
+    def causal_scale(self, progress: float, step: int | None = None) -> float:
+        """The factor on ``causal_weight`` at ``progress`` (fraction of training done, 0..1).
+
+        The warm-up's ramp; at training ``step`` with ``causal_every`` = k, also 0 on steps
+        that are not multiples of k and k on those that are. ``step=None`` (evaluation) gives
+        the ramp alone.
+        """
+        ramp = 1.0 if self.causal_warmup == 0 else min(1.0, max(progress, 0.0) / self.causal_warmup)
+        if step is None or self.causal_every == 1:
+            return ramp
+        return ramp * self.causal_every if step % self.causal_every == 0 else 0.0
 
 
 @dataclass(frozen=True)

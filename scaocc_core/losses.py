@@ -120,11 +120,12 @@ class OccupancyLoss:
         self.weights = weights if (weights is not None and cfg.class_balanced) else None
 
     def __call__(self, out: ModelOutput, targets: Targets, generator: torch.Generator | None = None,
-                 progress: float = 1.0) -> tuple[Tensor, dict[str, float]]:
+                 progress: float = 1.0, step: int | None = None) -> tuple[Tensor, dict[str, float]]:
         """Total loss and its named parts (floats, for logging).
 
-        ``progress`` (fraction of training done) sets the causal weight's warm-up; during
-        evaluation it stays 1, the full weight.
+        ``progress`` (fraction of training done) sets the causal weight's warm-up and the
+        training ``step`` its lazy schedule (``loss.causal_every``); during evaluation they stay
+        1 and ``None``: the full weight, every time.
         """
         if targets.semantics is None:
             raise ValueError("the occupancy loss needs targets.semantics")
@@ -144,7 +145,7 @@ class OccupancyLoss:
             parts["lovasz"] = self.cfg.lovasz_weight * lovasz_softmax(logits[pick].float().softmax(-1), labels[pick])
         if self.cfg.depth_weight > 0 and targets.depth2d is not None:
             parts["depth"] = self.cfg.depth_weight * depth_loss(out.depth, targets.depth2d, self.depth_cfg)
-        causal_weight = self.cfg.causal_weight * self.cfg.causal_scale(progress)
+        causal_weight = self.cfg.causal_weight * self.cfg.causal_scale(progress, step)
         if causal_weight > 0 and targets.sem2d is not None:
             tap = causal_tap(out, self.cfg.causal_feature)
             loss, _ = causal_loss(tap, out.feat2d, sem, targets.sem2d, mask, generator)

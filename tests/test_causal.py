@@ -132,6 +132,48 @@ def test_causal_warmup_ramps_the_weight_from_zero_over_its_fraction_of_training(
         LossConfig(causal_warmup=1.5).validate()
 
 
+def test_lazy_causal_loss_runs_every_kth_step_at_k_times_the_weight():
+    model, cfg = _model()
+    out = model(camera_inputs(cfg))
+    sem, sem2d = _toy_targets(cfg)
+    targets = Targets(semantics=sem, sem2d=sem2d)
+    exact = OccupancyLoss(LossConfig(causal_weight=0.5), cfg.depth)
+    lazy = OccupancyLoss(LossConfig(causal_weight=0.5, causal_every=3), cfg.depth)
+
+    def causal(loss: OccupancyLoss, step: int | None) -> float | None:
+        return loss(out, targets, torch.Generator().manual_seed(0), 1.0, step)[1].get("causal")
+
+    full = causal(exact, 4)
+    assert full is not None and full > 0
+    assert [causal(lazy, s) for s in (1, 2, 4, 5)] == [None] * 4  # skipped: not computed at all
+    assert causal(lazy, 0) == pytest.approx(3 * full, rel=1e-5)
+    assert causal(lazy, 6) == pytest.approx(3 * full, rel=1e-5)
+    # Over any k consecutive training steps the weights sum to k: the expected gradient is unchanged.
+    assert sum(lazy.cfg.causal_scale(1.0, s) for s in range(7, 10)) == 3
+    assert causal(lazy, None) == pytest.approx(full, rel=1e-5)  # evaluation: every time, unscaled
+    with pytest.raises(ConfigError, match="causal_every"):
+        LossConfig(causal_every=0).validate()
+
+
+def test_training_steps_hand_their_step_to_the_lazy_causal_loss():
+    from scaocc_core.batch import Batch
+    from scaocc_core.training.config import TrainConfig
+    from scaocc_core.training.engine import RunState, TrainStep, _optimise
+
+    model, cfg = _model()
+    model.train()
+    sem, sem2d = _toy_targets(cfg)
+    batch = Batch(camera_inputs(cfg), Targets(semantics=sem, sem2d=sem2d))
+    runner = TrainStep(model, OccupancyLoss(LossConfig(causal_weight=0.5, causal_every=2), cfg.depth), None)
+    opt = torch.optim.SGD(model.parameters(), lr=0.0)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
+    state = RunState(opt, torch.amp.GradScaler("cuda", enabled=False), scheduler)
+    steps = [_optimise(runner, list(model.parameters()), state, batch, torch.Generator().manual_seed(0),
+                       TrainConfig(steps=4))[0] for _ in range(4)]
+    assert ["causal" in parts for parts in steps] == [True, False, True, False]
+    assert state.step == 4
+
+
 def test_vectorised_lovasz_equals_the_per_class_loop():
     g = torch.Generator().manual_seed(3)
     probs = torch.rand(500, 18, generator=g, dtype=torch.float64).softmax(-1).requires_grad_(True)

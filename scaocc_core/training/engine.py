@@ -53,14 +53,15 @@ class TrainStep(nn.Module):
         self.loss = loss
         self.amp_dtype = amp_dtype
 
-    def forward(self, batch: Batch, generator: torch.Generator,
-                progress: float = 1.0) -> tuple[Tensor, dict[str, float]]:
-        """Loss of one batch; ``generator`` draws the causal loss' class, ``progress`` (0..1) its warm-up."""
+    def forward(self, batch: Batch, generator: torch.Generator, progress: float = 1.0,
+                step: int | None = None) -> tuple[Tensor, dict[str, float]]:
+        """Loss of one batch; ``generator`` draws the causal loss' class, ``progress`` (0..1) its
+        warm-up and the training ``step`` its lazy schedule."""
         device = batch.inputs.images.device
         ctx = torch.autocast(device.type, dtype=self.amp_dtype) if self.amp_dtype is not None else nullcontext()
         with ctx:
             out = self.model(batch.inputs)
-            return self.loss(out, batch.targets, generator, progress)
+            return self.loss(out, batch.targets, generator, progress, step)
 
 
 @dataclass
@@ -265,7 +266,7 @@ def train(model_cfg: ModelConfig, cfg: TrainConfig, data: str, run_dir: Path, in
 def _optimise(runner: nn.Module, params: list[nn.Parameter], state: RunState, batch: Batch, generator: torch.Generator,
               cfg: TrainConfig) -> tuple[dict[str, float], float]:
     """One optimiser step on ``batch``; advances ``state``. Returns the loss parts and the gradient norm."""
-    total, parts = runner(batch, generator, state.step / max(cfg.steps, 1))
+    total, parts = runner(batch, generator, state.step / max(cfg.steps, 1), state.step)
     if not math.isfinite(parts["total"]) and not state.scaler.is_enabled():
         raise FloatingPointError(f"loss became non-finite at step {state.step}: {parts}")
     state.optimizer.zero_grad(set_to_none=True)
