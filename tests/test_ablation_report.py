@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -36,3 +37,13 @@ def test_curves_plot_one_line_per_rung(tmp_path: Path):
     report = {"preset": "cpu", "rows": aggregate(runs, ["0_baseline", "5_normalized_conv"]), "runs": runs}
     png = plot_ablation_curves(report, tmp_path / "curves.png")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
+
+
+@pytest.mark.parametrize("name", ["ablation.json", "ablation_400steps.json"])
+def test_experiments_md_tables_are_generated_from_the_committed_reports(name: str):
+    """EXPERIMENTS.md section 5 carries each committed report's table exactly as ``--report`` prints it."""
+    root = Path(__file__).resolve().parents[1]
+    report = json.loads((root / "experiments" / name).read_text())
+    assert len({(r["variant"], r["seed"]) for r in report["runs"]}) == len(report["runs"])
+    assert all(len(row["seeds"]) >= 2 for row in report["rows"]), "every rung of a committed ladder has 2 seeds"
+    assert to_markdown(report).strip() in (root / "EXPERIMENTS.md").read_text()
