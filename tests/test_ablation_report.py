@@ -9,6 +9,8 @@ import pytest
 
 from scaocc_core.training.ablation import COLUMNS, NOISES, aggregate, plot_ablation_curves, to_markdown
 
+from .fixtures import ROOT
+
 
 def _run(variant: str, seed: int, miou: float) -> dict:
     scores = {label: {"miou": miou * (1 - 0.1 * i), "miou_d": miou / 2, "iou": 0.5, "rayiou": 0.3,
@@ -42,8 +44,7 @@ def test_curves_plot_one_line_per_rung(tmp_path: Path):
 @pytest.mark.parametrize("name", ["ablation.json", "ablation_400steps.json"])
 def test_experiments_md_tables_are_generated_from_the_committed_reports(name: str):
     """EXPERIMENTS.md section 5 carries each committed report's table exactly as ``--report`` prints it."""
-    root = Path(__file__).resolve().parents[1]
-    report = json.loads((root / "experiments" / name).read_text())
+    report = json.loads((ROOT / "experiments" / name).read_text())
     assert len({(r["variant"], r["seed"]) for r in report["runs"]}) == len(report["runs"])
     assert all(len(row["seeds"]) >= 2 for row in report["rows"]), "every rung of a committed ladder has 2 seeds"
-    assert to_markdown(report).strip() in (root / "EXPERIMENTS.md").read_text()
+    assert to_markdown(report).strip() in (ROOT / "EXPERIMENTS.md").read_text()
