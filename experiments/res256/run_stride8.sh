@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Probe (PLAN.md, "Stride 8"): does a finer frustum find the cars beyond 20 m? baseline_tiny at
+# 256 x 704 with image features at stride 8 (32 x 88 cells), pretraining and stage 1 of
+# `make models` only, against the stride-16 run's stage 1 (run.sh). Resumable: rerun to continue.
+set -euo pipefail
+PY=${PY:-.venv/bin/python}
+DATA=data/models/train_s0_256
+RUNS=runs/res256
+CFG=experiments/res256/baseline_tiny_stride8.yaml
+test -f $RUNS/pretrain_stride8/encoder.pt || $PY -m scaocc_core.cli pretrain --config $CFG \
+  --data $DATA --out $RUNS/pretrain_stride8 --no-progress
+$PY -m scaocc_core.training.train --config $CFG --data $DATA --pretrained $RUNS/pretrain_stride8/encoder.pt \
+  --train-config config/train/models.yaml --out $RUNS/baseline_tiny_stride8 --resume --no-progress
