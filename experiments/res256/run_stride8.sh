@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
-# Probe (PLAN.md, "Stride 8"): does a finer frustum find the cars beyond 20 m? baseline_tiny at
-# 256 x 704 with image features at stride 8 (32 x 88 cells), pretraining and stage 1 of
+# Probe (PLAN.md, "Stride 8"): does a finer frustum find the cars beyond 20 m? Both tiny configs
+# at 256 x 704 with image features at stride 8 (32 x 88 cells), pretraining and stage 1 of
 # `make models` only, against the stride-16 run's stage 1 (run.sh). Resumable: rerun to continue.
+# Usage: run_stride8.sh [baseline_tiny|scaocc_tiny] (default baseline_tiny); one at a time, two threads.
 set -euo pipefail
 PY=${PY:-.venv/bin/python}
 DATA=data/models/train_s0_256
 RUNS=runs/res256
-CFG=experiments/res256/baseline_tiny_stride8.yaml
-test -f $RUNS/pretrain_stride8/encoder.pt || $PY -m scaocc_core.cli pretrain --config $CFG \
+M=${1:-baseline_tiny}
+CFG=experiments/res256/${M}_stride8.yaml
+test -f $RUNS/pretrain_stride8/encoder.pt || $PY -m scaocc_core.cli pretrain --config experiments/res256/baseline_tiny_stride8.yaml \
   --data $DATA --out $RUNS/pretrain_stride8 --no-progress
 $PY -m scaocc_core.training.train --config $CFG --data $DATA --pretrained $RUNS/pretrain_stride8/encoder.pt \
-  --train-config config/train/models.yaml --out $RUNS/baseline_tiny_stride8 --resume --no-progress
+  --train-config config/train/models.yaml --out $RUNS/${M}_stride8 --resume --no-progress
