@@ -14,10 +14,12 @@ import torch
 from scaocc_core.batch import Batch
 from scaocc_core.checkpoint import load_checkpoint
 from scaocc_core.data.dataset import OccDataset
+from scaocc_core.geometry import voxel_centres
+from scaocc_core.grid import CLASS_NAMES
 from scaocc_core.model.causal_occ import ModelOutput
 from scaocc_core.training.evaluate import evaluate_model
 
-CAR = 4
+CAR = CLASS_NAMES.index("car")
 BANDS = (0.0, 10.0, 20.0, 30.0, 40.0)
 
 
@@ -29,12 +31,8 @@ def main() -> None:
     parser.add_argument("--split", default="val")
     args = parser.parse_args()
     model, cfg = load_checkpoint(args.checkpoint, "cpu")
-    X, Y, _ = cfg.grid.size
-    lo, hi = cfg.grid.lower, cfg.grid.upper
-    xs = lo[0] + (np.arange(X) + 0.5) * (hi[0] - lo[0]) / X
-    ys = lo[1] + (np.arange(Y) + 0.5) * (hi[1] - lo[1]) / Y
-    dist = np.hypot(xs[:, None], ys[None, :])[:, :, None]  # X Y 1
-    band = np.digitize(dist, BANDS[1:-1])  # X Y 1: 0..3
+    xyz = voxel_centres(cfg.grid).numpy()  # X Y Z 3
+    band = np.digitize(np.hypot(xyz[..., 0], xyz[..., 1]), BANDS[1:-1])  # X Y Z: 0..3
     tp, gt, pr = (np.zeros(len(BANDS) - 1) for _ in range(3))
 
     def count(_: int, batch: Batch, out: ModelOutput) -> None:
@@ -42,9 +40,8 @@ def main() -> None:
         pred = out.logits.argmax(dim=1)[0].numpy() == CAR  # X Y Z
         true = batch.targets.semantics[0].numpy() == CAR
         seen = batch.targets.mask_camera[0].numpy().astype(bool)
-        b = np.broadcast_to(band, pred.shape)
         for k in range(len(BANDS) - 1):
-            sel = seen & (b == k)
+            sel = seen & (band == k)
             tp[k] += np.sum(pred & true & sel)
             gt[k] += np.sum(true & sel)
             pr[k] += np.sum(pred & sel)
