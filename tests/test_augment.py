@@ -198,3 +198,28 @@ def test_extrinsic_noise_augmentation_perturbs_rigidly_at_the_configured_rate() 
     assert 1.0 < angle.mean() < 1.4 and 0.04 < np.concatenate(shifts).mean() < 0.08
     with pytest.raises(ValueError, match="extrinsic_noise_prob"):
         aug.AugmentConfig(extrinsic_noise_prob=1.5).validate()
+
+
+def test_halve_resolution_keeps_pixels_in_place() -> None:
+    h, w = 16, 24
+    ramp = np.broadcast_to(np.arange(w, dtype=np.float32) * 8.0, (h, w))
+    img = np.stack([ramp, ramp, ramp], axis=-1)  # h w 3
+    out = aug.halve_resolution(img)
+    assert out.shape == img.shape
+    # a linear ramp survives area shrink + bilinear enlarge exactly away from the borders
+    np.testing.assert_allclose(out[:, 2:-2], img[:, 2:-2], atol=1e-4)
+    checker = ((np.indices((h, w)).sum(0) % 2) * 255).astype(np.uint8)[..., None].repeat(3, -1)
+    flat = aug.halve_resolution(checker)
+    assert np.abs(flat.astype(int) - 127).max() <= 1  # 1-pixel detail is gone
+
+
+def test_lowres_draws_at_the_configured_rate() -> None:
+    rng = np.random.default_rng(0)
+    assert not aug.sample_lowres(aug.AugmentConfig(), rng)
+    assert rng.uniform() == np.random.default_rng(0).uniform()  # off draws nothing
+    cfg = aug.AugmentConfig(lowres_prob=0.25)
+    rng = np.random.default_rng(2)
+    rate = np.mean([aug.sample_lowres(cfg, rng) for _ in range(800)])
+    assert 0.2 < rate < 0.3
+    with pytest.raises(ValueError, match="lowres_prob"):
+        aug.AugmentConfig(lowres_prob=-0.1).validate()

@@ -137,6 +137,22 @@ def test_determinism(manifest_dir: Path) -> None:
     assert not torch.equal(a.inputs.post_rot, other.inputs.post_rot)
 
 
+def test_lowres_augmentation_blurs_images_and_keeps_geometry(manifest_dir: Path) -> None:
+    sharp = OccDataset(manifest_dir, "train", CFG, augment=AugmentConfig(bev_rot_deg=10.0), seed=3)[1]
+    lowres = AugmentConfig(bev_rot_deg=10.0, lowres_prob=1.0)
+    blurred = OccDataset(manifest_dir, "train", CFG, augment=lowres, seed=3)[1]
+    for x, y in ((sharp.inputs.post_rot, blurred.inputs.post_rot), (sharp.inputs.bda, blurred.inputs.bda),
+                 (sharp.inputs.ego_T_cam, blurred.inputs.ego_T_cam),
+                 (sharp.targets.semantics, blurred.targets.semantics)):
+        assert x is not None and y is not None and torch.equal(x, y)
+    # detail lost (horizontal gradient energy falls), brightness kept
+    def detail(img: torch.Tensor) -> float:
+        return float((img[..., 1:] - img[..., :-1]).abs().mean())
+
+    assert detail(blurred.inputs.images) < 0.9 * detail(sharp.inputs.images)
+    assert abs(float(blurred.inputs.images.mean() - sharp.inputs.images.mean())) < 2e-3
+
+
 def test_camera_noise_leaves_images(manifest_dir: Path) -> None:
     clean = OccDataset(manifest_dir, "val", CFG)[0]
     noisy_ds = OccDataset(manifest_dir, "val", CFG, camera_noise=CameraNoise.parse("so3:2,0.1"), noise_seed=4)

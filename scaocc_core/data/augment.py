@@ -10,6 +10,10 @@ Extrinsic noise (off by default) hands the model a perturbed ``ego_T_cam`` for s
 images and labels untouched: what a mis-calibrated rig looks like, so that the learnable
 camera offsets have a calibration error to learn to correct.
 
+Low-resolution augmentation (off by default) degrades all of an item's network images to what a
+source of half the size gives once resized up (2x area shrink, bilinear enlarge; geometry
+unchanged), so a model trained on large frames also learns from small cameras' blurred input.
+
 BEV augmentation is ``bda = egoaug_T_ego`` (4x4: rotation about +z, optional isotropic
 scale, flips of x and/or y). The label grid is resampled with it (nearest neighbour), so a
 point ``p`` of the original ego frame and ``bda @ p`` carry the same class.
@@ -50,6 +54,7 @@ class AugmentConfig:
     extrinsic_noise_prob: float = 0.0
     extrinsic_noise_deg: float = 3.0
     extrinsic_noise_m: float = 0.15
+    lowres_prob: float = 0.0
 
     def validate(self) -> AugmentConfig:
         """Raise ``ValueError`` on impossible ranges; return ``self``."""
@@ -59,7 +64,7 @@ class AugmentConfig:
         blo, bhi = self.bottom_crop_range
         if not 0 <= blo <= bhi < 1:
             raise ValueError(f"augment.bottom_crop_range must lie in [0, 1), got {self.bottom_crop_range}")
-        for name in ("flip_prob", "bev_flip_x_prob", "bev_flip_y_prob", "extrinsic_noise_prob"):
+        for name in ("flip_prob", "bev_flip_x_prob", "bev_flip_y_prob", "extrinsic_noise_prob", "lowres_prob"):
             if not 0 <= getattr(self, name) <= 1:
                 raise ValueError(f"augment.{name} must be a probability, got {getattr(self, name)}")
         slo, shi = self.bev_scale_range
@@ -246,6 +251,23 @@ def sample_extrinsic_noise(ego_T_cam: np.ndarray, cfg: AugmentConfig, rng: np.ra
     strength = float(rng.uniform())
     noise = CameraNoise("so3", strength * cfg.extrinsic_noise_deg, strength * cfg.extrinsic_noise_m)
     return perturb_extrinsics(ego_T_cam, noise, rng)
+
+
+def sample_lowres(cfg: AugmentConfig, rng: np.random.Generator) -> bool:
+    """Whether this item's images are degraded by :func:`halve_resolution` (probability
+    ``lowres_prob``). Draws nothing when the probability is 0 (earlier draws stay as they were).
+    """
+    return cfg.lowres_prob > 0 and bool(rng.uniform() < cfg.lowres_prob)
+
+
+def halve_resolution(image: np.ndarray) -> np.ndarray:
+    """``image`` (``H W 3``, even ``H`` and ``W``) as a source of half its size gives once
+    resized back up: 2x area shrink, then bilinear enlarge. Both use OpenCV's pixel-centre
+    convention, so a pixel stays where it was (only detail is lost).
+    """
+    h, w = image.shape[:2]
+    small = cv2.resize(image, (w // 2, h // 2), interpolation=cv2.INTER_AREA)
+    return cv2.resize(small, (w, h), interpolation=cv2.INTER_LINEAR)
 
 
 def make_bda(rot_deg: float, scale: float, flip_x: bool, flip_y: bool) -> np.ndarray:

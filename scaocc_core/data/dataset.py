@@ -257,6 +257,8 @@ class OccDataset(Dataset[Batch]):
         ego_T_cam = raw.ego_T_cam
         if self.augment is not None and rng is not None:
             ego_T_cam = aug.sample_extrinsic_noise(ego_T_cam, self.augment, rng)
+            if aug.sample_lowres(self.augment, rng):
+                views = [(aug.halve_resolution(img), A, sem, depth) for img, A, sem, depth in views]
         if self.camera_noise is not None:
             ego_T_cam = self.camera_noise.apply(ego_T_cam, self.noise_seed, index)
         f32 = torch.float32

@@ -23,7 +23,9 @@ class TrainConfig:
     ``amp`` only takes effect on CUDA. ``checkpoint_every`` and ``val_every`` count optimiser
     steps; ``val_frames`` caps the validation frames (0 = the whole split).
     ``extrinsic_noise_prob`` is the share of training items whose ``ego_T_cam`` the model gets
-    perturbed (:func:`scaocc_core.data.augment.sample_extrinsic_noise`; needs ``augment``).
+    perturbed (:func:`scaocc_core.data.augment.sample_extrinsic_noise`; needs ``augment``);
+    ``lowres_prob`` the share whose images are degraded to half resolution
+    (:func:`scaocc_core.data.augment.halve_resolution`; needs ``augment``).
     """
 
     steps: int = 2000
@@ -36,6 +38,7 @@ class TrainConfig:
     amp: str = "bf16"
     augment: bool = True
     extrinsic_noise_prob: float = 0.0
+    lowres_prob: float = 0.0
     num_workers: int = 0
     checkpoint_every: int = 500
     val_every: int = 500
@@ -56,8 +59,9 @@ class TrainConfig:
                      "class_frequency_frames"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"train.{name} must be >= 0, got {getattr(self, name)}")
-        if not 0 <= self.extrinsic_noise_prob <= 1:
-            raise ConfigError(f"train.extrinsic_noise_prob must be in [0, 1], got {self.extrinsic_noise_prob}")
+        for name in ("extrinsic_noise_prob", "lowres_prob"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise ConfigError(f"train.{name} must be in [0, 1], got {getattr(self, name)}")
         if not 0 <= self.min_lr_ratio <= 1:
             raise ConfigError(f"train.min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}")
         if self.amp not in AMP_MODES:

@@ -139,7 +139,8 @@ def _resume(path: Path, cfg: ModelConfig, model: CausalOcc, state: RunState) -> 
 
 
 def _datasets(model_cfg: ModelConfig, cfg: TrainConfig, data: str) -> tuple[OccDataset, OccDataset | None]:
-    augment = AugmentConfig(extrinsic_noise_prob=cfg.extrinsic_noise_prob) if cfg.augment else None
+    augment = (AugmentConfig(extrinsic_noise_prob=cfg.extrinsic_noise_prob, lowres_prob=cfg.lowres_prob)
+               if cfg.augment else None)
     train_ds = cache_synthetic_frames(OccDataset(data, "train", model_cfg, augment=augment, seed=cfg.seed))
     try:
         return train_ds, cache_synthetic_frames(OccDataset(data, "val", model_cfg))
