@@ -3,7 +3,8 @@
 # at 256 x 704 with image features at stride 8 (32 x 88 cells), pretraining and stage 1 of
 # `make models` only, against the stride-16 run's stage 1 (run.sh). Resumable: rerun to continue.
 # Usage: run_stride8.sh [baseline_tiny|scaocc_tiny] [finetune] (default baseline_tiny); stage 1 one at a
-# time on two threads; `finetune` runs stage 2 (models_finetune.yaml) from that stage 1's final.pt.
+# time on two threads; `finetune` runs stage 2 (models_finetune.yaml) from that stage 1's final.pt,
+# `finetune_lowres` the same with low-resolution augmentation (models_finetune_lowres.yaml).
 set -euo pipefail
 PY=${PY:-.venv/bin/python}
 DATA=data/models/train_s0_256
@@ -12,9 +13,11 @@ M=${1:-baseline_tiny}
 CFG=experiments/res256/${M}_stride8.yaml
 test -f $RUNS/pretrain_stride8/encoder.pt || $PY -m scaocc_core.cli pretrain --config experiments/res256/baseline_tiny_stride8.yaml \
   --data $DATA --out $RUNS/pretrain_stride8 --no-progress
-if [ "${2:-}" = finetune ]; then
-  exec $PY -m scaocc_core.training.train --config $CFG --data $DATA --init $RUNS/${M}_stride8/final.pt \
-    --train-config config/train/models_finetune.yaml --out $RUNS/${M}_stride8_ft --resume --no-progress
-fi
+case "${2:-}" in
+  finetune) exec $PY -m scaocc_core.training.train --config $CFG --data $DATA --init $RUNS/${M}_stride8/final.pt \
+    --train-config config/train/models_finetune.yaml --out $RUNS/${M}_stride8_ft --resume --no-progress;;
+  finetune_lowres) exec $PY -m scaocc_core.training.train --config $CFG --data $DATA --init $RUNS/${M}_stride8/final.pt \
+    --train-config experiments/res256/models_finetune_lowres.yaml --out $RUNS/${M}_stride8_ft_lowres --resume --no-progress;;
+esac
 $PY -m scaocc_core.training.train --config $CFG --data $DATA --pretrained $RUNS/pretrain_stride8/encoder.pt \
   --train-config config/train/models.yaml --out $RUNS/${M}_stride8 --resume --no-progress
