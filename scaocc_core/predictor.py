@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from scaocc_core.config import GridConfig, ModelConfig
-from scaocc_core.data.augment import eval_image_aug, image_aug_matrix, post_rot_tran, warp_image
+from scaocc_core.data.augment import eval_image_aug, image_aug_matrix, network_camera, warp_image
 from scaocc_core.deploy.backends import Engine, TorchEngine, labels_from_logits, load_engine
 from scaocc_core.deploy.onnx_model import ExportMetadata
 from scaocc_core.model.causal_occ import CausalOcc
@@ -111,7 +111,8 @@ class Predictor:
         return decode_reduction(src_hw, self.image_hw)
 
     def preprocess(self, inp: PredictorInput) -> dict[str, np.ndarray]:
-        """Validate, resize and crop; returns the graph inputs (batch 1, float32)."""
+        """Validate, resize and crop; returns the graph inputs (batch 1, float32), the intrinsics
+        at network scale (:func:`~scaocc_core.data.augment.network_camera`)."""
         n = self.num_cams
         if len(inp.images) != n:
             raise PredictorError(f"expected {n} images, got {len(inp.images)}")
@@ -124,6 +125,7 @@ class Predictor:
         if np.any(np.abs(np.linalg.det(K)) < 1e-9):
             raise PredictorError("singular intrinsics")
         images = np.zeros((n, 3, *self.image_hw), dtype=np.float32)
+        K_net = np.zeros((n, 3, 3), dtype=np.float32)
         post_rot = np.zeros((n, 3, 3), dtype=np.float32)
         post_tran = np.zeros((n, 3), dtype=np.float32)
         for i, img in enumerate(inp.images):
@@ -131,10 +133,11 @@ class Predictor:
                 raise PredictorError(f"image {i}: expected H W 3 uint8, got {img.shape} {img.dtype}")
             aug = eval_image_aug(img.shape[:2], self.image_hw)  # the dataset's test-time resize + crop
             images[i] = warp_image(img, self.image_hw, aug).transpose(2, 0, 1).astype(np.float32) / 255.0
-            post_rot[i], post_tran[i] = post_rot_tran(image_aug_matrix(img.shape[:2], self.image_hw, aug))
+            A = image_aug_matrix(img.shape[:2], self.image_hw, aug)
+            K_net[i], post_rot[i], post_tran[i] = network_camera(K[i], img.shape[:2], self.image_hw, A)
         return {
             "images": images[None],
-            "intrinsics": K.astype(np.float32)[None],
+            "intrinsics": K_net[None],
             "ego_T_cam": T.astype(np.float32)[None],
             "post_rot": post_rot[None],
             "post_tran": post_tran[None],

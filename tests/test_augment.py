@@ -223,3 +223,27 @@ def test_lowres_draws_at_the_configured_rate() -> None:
     assert 0.2 < rate < 0.3
     with pytest.raises(ValueError, match="lowres_prob"):
         aug.AugmentConfig(lowres_prob=-0.1).validate()
+
+
+def test_network_camera_is_the_same_for_every_source_size() -> None:
+    K = load_nuscenes_sample_rig().cameras[1].K  # 900 x 1600
+    out = (256, 704)
+    nets = []
+    for scale in (1.0, 0.5, 0.16):  # 900x1600, 450x800, 144x256: each pixel spans 1/scale of the original
+        src = (round(900 * scale), round(1600 * scale))
+        Ks = np.diag([scale, scale, 1.0]) @ np.array([[1, 0, 0.5], [0, 1, 0.5], [0, 0, 1]]) @ K
+        Ks[:2, 2] -= 0.5  # pixel-centre convention: x_s = scale (x + 0.5) - 0.5
+        A = aug.image_aug_matrix(src, out, aug.eval_image_aug(src, out))
+        K_net, post_rot, post_tran = aug.network_camera(Ks, src, out, A)
+        np.testing.assert_allclose(post_rot, np.eye(3), atol=1e-12)
+        np.testing.assert_allclose(post_tran, 0.0, atol=1e-9)
+        nets.append(K_net)
+    for K_net in nets[1:]:
+        np.testing.assert_allclose(K_net, nets[0], rtol=2e-3)  # up to the integer rounding of the resize
+    # with augmentation the projection is unchanged: post_rot @ K_net + post_tran == A @ K
+    a = aug.sample_image_aug((900, 1600), out, aug.AugmentConfig(), np.random.default_rng(3))
+    A = aug.image_aug_matrix((900, 1600), out, a)
+    K_net, post_rot, post_tran = aug.network_camera(K, (900, 1600), out, A)
+    P = post_rot @ K_net
+    P[:, 2] += post_tran
+    np.testing.assert_allclose(P, A @ K, atol=1e-9)

@@ -10,7 +10,7 @@ import torch
 
 from scaocc_core.batch import collate
 from scaocc_core.config import GridConfig, ImageConfig, ModelConfig
-from scaocc_core.data.augment import AugmentConfig
+from scaocc_core.data.augment import AugmentConfig, eval_image_aug, image_aug_matrix
 from scaocc_core.data.dataset import OccDataset, class_frequencies, parse_synthetic_source
 from scaocc_core.data.labels import (
     DataError,
@@ -81,7 +81,11 @@ def test_item_shapes_and_values(manifest_dir: Path) -> None:
     assert 0 <= float(b.inputs.images.min()) and float(b.inputs.images.max()) <= 1
     assert b.inputs.camera_valid.all() and b.tokens == ["tok0", "tok1"]
     rig = load_nuscenes_sample_rig().resized(*MANIFEST_HW)
-    np.testing.assert_allclose(b.inputs.intrinsics[0, 1].numpy(), rig.cameras[1].K, rtol=1e-6)
+    # test time: the intrinsics at network scale, no further augmentation
+    B = image_aug_matrix(MANIFEST_HW, (128, 352), eval_image_aug(MANIFEST_HW, (128, 352)))
+    np.testing.assert_allclose(b.inputs.intrinsics[0, 1].numpy(), B @ rig.cameras[1].K, rtol=1e-6)
+    np.testing.assert_allclose(b.inputs.post_rot[0].numpy(), np.broadcast_to(np.eye(3), (6, 3, 3)), atol=1e-6)
+    np.testing.assert_allclose(b.inputs.post_tran[0].numpy(), 0.0, atol=1e-5)
     np.testing.assert_allclose(b.inputs.bda[0].numpy(), np.eye(4))
     t = b.targets
     assert t.semantics is not None and t.mask_camera is not None and t.sem2d is not None and t.depth2d is not None
@@ -111,7 +115,8 @@ def test_augmented_blob_and_bda(manifest_dir: Path) -> None:
     for epoch in range(4):
         ds.set_epoch(epoch)
         b = ds[0]
-        uv, _ = project(rig.cameras[1].K, rig.cameras[1].ego_T_cam, MANIFEST_POINT)
+        K_net = b.inputs.intrinsics[0, 1].double().numpy()  # the camera the model is handed
+        uv, _ = project(K_net, rig.cameras[1].ego_T_cam, MANIFEST_POINT)
         pr, pt = b.inputs.post_rot[0, 1].double().numpy(), b.inputs.post_tran[0, 1].double().numpy()
         want = pr[:2, :2] @ uv + pt[:2]
         if 5 < want[0] < 346 and 5 < want[1] < 122:

@@ -141,6 +141,25 @@ def image_aug_matrix(src_hw: tuple[int, int], out_hw: tuple[int, int], aug: Imag
     return _window_matrix(aug, out_hw) @ R
 
 
+def network_camera(
+    K: np.ndarray, src_hw: tuple[int, int], out_hw: tuple[int, int], A: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """What the model is handed for one camera whose ``src_hw`` image reaches the network by
+    the pixel affine ``A``: ``(K_net, post_rot, post_tran)``.
+
+    ``K_net`` is the source ``K`` (3x3) carried to network scale by the test-time resize and
+    crop (:func:`eval_image_aug`), and ``post_rot``/``post_tran`` hold only the augmentation
+    on top of that (identity at test time). The projection ``post_rot @ K_net + post_tran`` is
+    ``A @ K`` exactly, and the camera-aware depth net sees the same numbers for the same network
+    image whether it came from a 128x352, a 256x704 or a 900x1600 camera. (Handed the source
+    ``K`` and the whole resize in ``post_rot``, a model trained on one source size saw camera
+    parameters it had never met on another and lost a third of its mIoU; EXPERIMENTS.md 1.)
+    """
+    B = image_aug_matrix(src_hw, out_hw, eval_image_aug(src_hw, out_hw))  # src -> network at test time
+    post_rot, post_tran = post_rot_tran(A @ np.linalg.inv(B))
+    return B @ K, post_rot, post_tran
+
+
 def post_rot_tran(A: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """BEVDet ``post_rot`` (3x3) and ``post_tran`` (3,) of a 3x3 pixel affine ``A``."""
     post_rot = np.eye(3)

@@ -252,7 +252,9 @@ class OccDataset(Dataset[Batch]):
                          None if raw.depth2d is None else raw.depth2d[k], rng)
             for k, img in enumerate(raw.images)
         ]
-        post = [aug.post_rot_tran(A) for _, A, _, _ in views]
+        out_hw = (self.cfg.image.height, self.cfg.image.width)
+        cams = [aug.network_camera(K, img.shape[:2], out_hw, A)
+                for K, img, (_, A, _, _) in zip(raw.intrinsics, raw.images, views)]  # K_net, post_rot, post_tran
         bda = aug.sample_bda(self.augment, rng) if self.augment is not None and rng is not None else np.eye(4)
         ego_T_cam = raw.ego_T_cam
         if self.augment is not None and rng is not None:
@@ -264,10 +266,10 @@ class OccDataset(Dataset[Batch]):
         f32 = torch.float32
         inputs = CameraInputs(
             images=torch.from_numpy(np.stack([v[0] for v in views])).permute(0, 3, 1, 2)[None].to(f32) / 255.0,
-            intrinsics=torch.as_tensor(raw.intrinsics, dtype=f32)[None],  # 1 n 3 3
+            intrinsics=torch.as_tensor(np.stack([c[0] for c in cams]), dtype=f32)[None],  # 1 n 3 3
             ego_T_cam=torch.as_tensor(ego_T_cam, dtype=f32)[None],  # 1 n 4 4
-            post_rot=torch.as_tensor(np.stack([p[0] for p in post]), dtype=f32)[None],  # 1 n 3 3
-            post_tran=torch.as_tensor(np.stack([p[1] for p in post]), dtype=f32)[None],  # 1 n 3
+            post_rot=torch.as_tensor(np.stack([c[1] for c in cams]), dtype=f32)[None],  # 1 n 3 3
+            post_tran=torch.as_tensor(np.stack([c[2] for c in cams]), dtype=f32)[None],  # 1 n 3
             bda=torch.as_tensor(bda, dtype=f32)[None],  # 1 4 4
             camera_valid=torch.ones(1, n, dtype=torch.bool),
         )  # images: 1 n 3 H W in [0, 1]
