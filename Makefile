@@ -102,15 +102,16 @@ demo-nuscenes: setup
 # (config/train/models.yaml, then a warm restart, config/train/models_finetune.yaml), scored on
 # the native Occ3D grid on a held-out world (seed 1000) that no training or selection ever saw.
 # Every step is resumable: rerun to continue.
-MODELS_DATA := data/models/train_s0
-MODELS_TEST := data/models/test_s1000
-MODELS_RUNS := runs/models
+# Images at the models' input, 256x704; about 80 min for both on 2 CPU cores.
+MODELS_DATA := data/models/train_s0_256
+MODELS_TEST := data/models/test_s1000_256
+MODELS_RUNS := runs/models_256
 .PHONY: models
 models: setup
 	test -f $(MODELS_DATA)/manifest.json || $(PY) -m scaocc_core.cli synth --out $(MODELS_DATA) \
-		--scenes 24 --frames 8 --seed 0 --val-scenes 2 --workers 2
+		--scenes 24 --frames 8 --seed 0 --val-scenes 2 --workers 2 --resolution 256x704
 	test -f $(MODELS_TEST)/manifest.json || $(PY) -m scaocc_core.cli synth --out $(MODELS_TEST) \
-		--scenes 4 --frames 6 --seed 1000 --val-scenes 4 --workers 2
+		--scenes 4 --frames 6 --seed 1000 --val-scenes 4 --workers 2 --resolution 256x704
 	test -f $(MODELS_RUNS)/pretrain/encoder.pt || $(PY) -m scaocc_core.cli pretrain \
 		--config config/model/scaocc_tiny.yaml --data $(MODELS_DATA) --out $(MODELS_RUNS)/pretrain --no-progress
 	for m in baseline_tiny scaocc_tiny; do \

@@ -74,7 +74,7 @@ def test_graph_and_metadata(tiny: tuple[CausalOcc, ModelConfig, Path]) -> None:
     assert meta.config == cfg and meta.outputs == "logits" and meta.precision == "fp32"
     assert meta.grid.size == (200, 200, 16) and meta.class_names[17] == "free"
     dims = [[d.dim_value for d in i.type.tensor_type.shape.dim] for i in model.graph.input]
-    assert dims[0] == [1, 6, 3, 128, 352]
+    assert dims[0] == [1, 6, 3, cfg.image.height, cfg.image.width]
 
 
 def test_check_graph_rejects_plain_scatter() -> None:

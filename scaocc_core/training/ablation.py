@@ -68,6 +68,7 @@ class AblationPreset:
 
     ``pretrain_steps`` > 0 pretrains the image encoder once on the training world
     (:mod:`~scaocc_core.training.pretrain`, the full config's encoder) and every rung starts from it.
+    ``image_hw``, where set, replaces the configs' network input size in every rung.
     """
 
     baseline: str
@@ -78,6 +79,7 @@ class AblationPreset:
     eval_frames: int
     consistency_frames: int
     pretrain_steps: int = 0
+    image_hw: tuple[int, int] | None = None
 
 
 PRESETS: dict[str, AblationPreset] = {
@@ -90,7 +92,7 @@ PRESETS: dict[str, AblationPreset] = {
         train=TrainConfig(steps=120, batch_size=1, lr=2e-3, warmup_steps=15, min_lr_ratio=0.05, amp="none",
                           augment=True, num_workers=0, checkpoint_every=20, val_every=20, val_frames=4,
                           log_every=5),
-        eval_frames=6, consistency_frames=2, pretrain_steps=PRETRAIN_STEPS,
+        eval_frames=6, consistency_frames=2, pretrain_steps=PRETRAIN_STEPS, image_hw=(128, 352),
     ),
     # Occ3D scale for users with a GPU (r50 configs, 256x704 images, 200x200x16 grid).
     "gpu": AblationPreset(
@@ -277,8 +279,11 @@ def run(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     sets = {"val": str(ensure_synthetic(preset.train_set, out / "data")),
             "hard": str(ensure_synthetic(preset.hard_set, out / "data"))}
-    full = load_config(CONFIG_DIR / preset.full)
-    variants = ladder(load_config(CONFIG_DIR / preset.baseline), full)
+    full, baseline = load_config(CONFIG_DIR / preset.full), load_config(CONFIG_DIR / preset.baseline)
+    if preset.image_hw is not None:
+        full, baseline = (replace(c, image=replace(c.image, height=preset.image_hw[0], width=preset.image_hw[1]))
+                          for c in (full, baseline))
+    variants = ladder(baseline, full)
     variants = [(n, replace(c, loss=replace(c.loss, causal_every=args.causal_every))) for n, c in variants]
     if preset.pretrain_steps > 0:
         encoder = out / "pretrain" / "encoder.pt"

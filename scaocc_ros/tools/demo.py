@@ -222,7 +222,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rate", type=float, default=5.0, help="camera rate (Hz)")
     parser.add_argument("--seed", type=int, default=0, help="synthetic world seed")
     parser.add_argument("--preset", default="default", help="synthetic preset")
-    parser.add_argument("--resolution", default="128x352", help="camera image size HxW")
+    parser.add_argument("--resolution", default="256x704", help="camera image size HxW (the tiny models' input)")
     parser.add_argument("--compressed", action="store_true", help="JPEG CompressedImage transport")
     parser.add_argument("--checkpoint", type=Path, help=f"model (default {display_path(DEMO_CHECKPOINT)} "
                                                         "if it exists, else random weights)")

@@ -228,7 +228,8 @@ def add_world_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--frames", type=int, default=20, help="frames per scene")
     parser.add_argument("--seed", type=int, default=0, help="world seed")
     parser.add_argument("--preset", default="default", choices=sorted(PRESETS), help="difficulty preset")
-    parser.add_argument("--resolution", type=parse_resolution, default=(128, 352), help="image size HxW")
+    parser.add_argument("--resolution", type=parse_resolution, default=(256, 704),
+                        help="image size HxW (default 256x704, the tiny models' input)")
     parser.add_argument("--compressed", action="store_true", help="JPEG CompressedImage on <cam>/image/compressed")
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import cv2
@@ -9,7 +10,7 @@ import numpy as np
 import pytest
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
-from scaocc_core.config import load_config
+from scaocc_core.config import ImageConfig, load_config
 from scaocc_core.data.rig import NUSCENES_CAMERAS, default_sample_dir, load_nuscenes_sample_rig
 from scaocc_core.predictor import Predictor, PredictorInput
 from scaocc_ros.convert import (
@@ -35,8 +36,10 @@ MAD_BOUND = 1.5 / 255
 
 @pytest.fixture(scope="module")
 def predictor() -> Predictor:
-    """The tiny model (input 128x352), random weights: only its preprocessing matters here."""
-    return Predictor.from_config(load_config(ROOT_CONFIG))
+    """The tiny model at a 128x352 input (1/4 decoding of 900x1600), random weights: only its
+    preprocessing matters here."""
+    cfg = load_config(ROOT_CONFIG)
+    return Predictor.from_config(dataclasses.replace(cfg, image=ImageConfig(6, 128, 352)).validate())
 
 
 def sample_jpegs() -> list[CompressedImage]:
