@@ -298,18 +298,18 @@ def test_resolution_change_updates_the_intrinsics(make: Callable[..., Any]) -> N
 def test_compressed_images_are_decoded_reduced_with_matching_intrinsics(make: Callable[..., Any]) -> None:
     occ, car, ex = make(compressed=True, camera_timeout_s=60.0)
     calls = spy(occ)
-    car.rig = load_nuscenes_sample_rig().resized(720, 1280)  # tiny model: 1/2 still covers 128x352
+    car.rig = load_nuscenes_sample_rig()  # 900x1600; tiny model: 1/2 (450x800) still covers 256x704
     car.publish(now_ns(occ))
     until(ex, lambda: len(calls) == 1)
     assert calls[0].camera_valid.tolist() == [True] * 6
     for i in range(6):
-        assert calls[0].images[i].shape == (360, 640, 3)
+        assert calls[0].images[i].shape == (450, 800, 3)
         K = car.rig.cameras[i].K
         expected = np.array([[K[0, 0] / 2, 0, (K[0, 2] + 0.5) / 2 - 0.5], [0, K[1, 1] / 2, (K[1, 2] + 0.5) / 2 - 0.5],
                              [0, 0, 1]])
         np.testing.assert_allclose(calls[0].intrinsics[i], expected)
     until(ex, lambda: occ.worker.wait_idle(0.01))
-    assert occ.pipeline.last_frame[CAMS[0]][2] == (360, 640)
+    assert occ.pipeline.last_frame[CAMS[0]][2] == (450, 800)
     np.testing.assert_allclose(occ.pipeline.last_frame[CAMS[0]][0], calls[0].intrinsics[0])
 
 
