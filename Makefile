@@ -102,7 +102,7 @@ demo-nuscenes: setup
 # (config/train/models.yaml, then a warm restart, config/train/models_finetune.yaml), scored on
 # the native Occ3D grid on a held-out world (seed 1000) that no training or selection ever saw.
 # Every step is resumable: rerun to continue.
-# Images at the models' input, 256x704; about 80 min for both on 2 CPU cores.
+# Images at the models' input, 256x704. About 1.5 h on an idle 2-core CPU, one model after the other.
 MODELS_DATA := data/models/train_s0_256
 MODELS_TEST := data/models/test_s1000_256
 MODELS_RUNS := runs/models_256

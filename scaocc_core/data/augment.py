@@ -153,7 +153,7 @@ def network_camera(
     ``A @ K`` exactly, and the camera-aware depth net sees the same numbers for the same network
     image whether it came from a 128x352, a 256x704 or a 900x1600 camera. (Handed the source
     ``K`` and the whole resize in ``post_rot``, a model trained on one source size saw camera
-    parameters it had never met on another and lost a third of its mIoU; EXPERIMENTS.md 1.)
+    parameters it had never met on another and lost 40 % of its mIoU; EXPERIMENTS.md 1.)
     """
     B = image_aug_matrix(src_hw, out_hw, eval_image_aug(src_hw, out_hw))  # src -> network at test time
     post_rot, post_tran = post_rot_tran(A @ np.linalg.inv(B))
