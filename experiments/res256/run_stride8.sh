@@ -4,7 +4,8 @@
 # `make models` only, against the stride-16 run's stage 1 (run.sh). Resumable: rerun to continue.
 # Usage: run_stride8.sh [baseline_tiny|scaocc_tiny] [finetune] (default baseline_tiny); stage 1 one at a
 # time on two threads; `finetune` runs stage 2 (models_finetune.yaml) from that stage 1's final.pt,
-# `finetune_lowres` the same with low-resolution augmentation (models_finetune_lowres.yaml).
+# `finetune_lowres` the same with low-resolution augmentation (models_finetune_lowres.yaml),
+# `finetune_seed2` with data seed 2 (models_finetune_seed2.yaml).
 set -euo pipefail
 PY=${PY:-.venv/bin/python}
 DATA=data/models/train_s0_256
@@ -18,6 +19,8 @@ case "${2:-}" in
     --train-config config/train/models_finetune.yaml --out $RUNS/${M}_stride8_ft --resume --no-progress;;
   finetune_lowres) exec $PY -m scaocc_core.training.train --config $CFG --data $DATA --init $RUNS/${M}_stride8/final.pt \
     --train-config experiments/res256/models_finetune_lowres.yaml --out $RUNS/${M}_stride8_ft_lowres --resume --no-progress;;
+  finetune_seed2) exec $PY -m scaocc_core.training.train --config $CFG --data $DATA --init $RUNS/${M}_stride8/final.pt \
+    --train-config experiments/res256/models_finetune_seed2.yaml --out $RUNS/${M}_stride8_ft_seed2 --resume --no-progress;;
 esac
 $PY -m scaocc_core.training.train --config $CFG --data $DATA --pretrained $RUNS/pretrain_stride8/encoder.pt \
   --train-config config/train/models.yaml --out $RUNS/${M}_stride8 --resume --no-progress
