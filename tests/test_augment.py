@@ -226,13 +226,12 @@ def test_lowres_draws_at_the_configured_rate() -> None:
 
 
 def test_network_camera_is_the_same_for_every_source_size() -> None:
-    K = load_nuscenes_sample_rig().cameras[1].K  # 900 x 1600
+    cam = load_nuscenes_sample_rig().cameras[1]  # 900 x 1600
+    K = cam.K
     out = (256, 704)
     nets = []
-    for scale in (1.0, 0.5, 0.16):  # 900x1600, 450x800, 144x256: each pixel spans 1/scale of the original
-        src = (round(900 * scale), round(1600 * scale))
-        Ks = np.diag([scale, scale, 1.0]) @ np.array([[1, 0, 0.5], [0, 1, 0.5], [0, 0, 1]]) @ K
-        Ks[:2, 2] -= 0.5  # pixel-centre convention: x_s = scale (x + 0.5) - 0.5
+    for src in ((900, 1600), (450, 800), (144, 256)):
+        Ks = cam.resized(*src).K
         A = aug.image_aug_matrix(src, out, aug.eval_image_aug(src, out))
         K_net, post_rot, post_tran = aug.network_camera(Ks, src, out, A)
         np.testing.assert_allclose(post_rot, np.eye(3), atol=1e-12)

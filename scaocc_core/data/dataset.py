@@ -228,9 +228,12 @@ class OccDataset(Dataset[Batch]):
         return int(index)
 
     def _camera(
-        self, image: np.ndarray, sem: np.ndarray | None, depth: np.ndarray | None, rng: np.random.Generator | None
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None]:
-        """One camera at network size: image ``H W 3``, pixel affine ``A`` (3x3), 2D labels."""
+        self, image: np.ndarray, K: np.ndarray, sem: np.ndarray | None, depth: np.ndarray | None,
+        rng: np.random.Generator | None,
+    ) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray, np.ndarray], np.ndarray | None, np.ndarray | None]:
+        """One camera at network size: image ``H W 3``, what the model is handed of the camera
+        (:func:`~scaocc_core.data.augment.network_camera`: ``K_net``, ``post_rot``, ``post_tran``),
+        2D labels."""
         src_hw, out_hw = image.shape[:2], (self.cfg.image.height, self.cfg.image.width)
         if self.augment is not None and rng is not None:
             a = aug.sample_image_aug(src_hw, out_hw, self.augment, rng)
@@ -238,7 +241,7 @@ class OccDataset(Dataset[Batch]):
             a = aug.eval_image_aug(src_hw, out_hw)
         A = aug.image_aug_matrix(src_hw, out_hw, a)
         sem_out, depth_out = aug.warp_labels(sem, depth, A, out_hw, IGNORE)
-        return aug.warp_image(image, out_hw, a), A, sem_out, depth_out
+        return aug.warp_image(image, out_hw, a), aug.network_camera(K, src_hw, out_hw, A), sem_out, depth_out
 
     def __getitem__(self, index: int) -> Batch:
         index = self._check(index)
@@ -248,19 +251,17 @@ class OccDataset(Dataset[Batch]):
             raise DataError(f"frame {raw.token}: {len(raw.images)} cameras, model expects {n}")
         rng = np.random.default_rng([self.seed, self.epoch, index]) if self.augment else None
         views = [
-            self._camera(img, None if raw.sem2d is None else raw.sem2d[k],
+            self._camera(img, raw.intrinsics[k], None if raw.sem2d is None else raw.sem2d[k],
                          None if raw.depth2d is None else raw.depth2d[k], rng)
             for k, img in enumerate(raw.images)
         ]
-        out_hw = (self.cfg.image.height, self.cfg.image.width)
-        cams = [aug.network_camera(K, img.shape[:2], out_hw, A)
-                for K, img, (_, A, _, _) in zip(raw.intrinsics, raw.images, views)]  # K_net, post_rot, post_tran
+        cams = [v[1] for v in views]  # K_net, post_rot, post_tran
         bda = aug.sample_bda(self.augment, rng) if self.augment is not None and rng is not None else np.eye(4)
         ego_T_cam = raw.ego_T_cam
         if self.augment is not None and rng is not None:
             ego_T_cam = aug.sample_extrinsic_noise(ego_T_cam, self.augment, rng)
             if aug.sample_lowres(self.augment, rng):
-                views = [(aug.halve_resolution(img), A, sem, depth) for img, A, sem, depth in views]
+                views = [(aug.halve_resolution(img), cam, sem, depth) for img, cam, sem, depth in views]
         if self.camera_noise is not None:
             ego_T_cam = self.camera_noise.apply(ego_T_cam, self.noise_seed, index)
         f32 = torch.float32
