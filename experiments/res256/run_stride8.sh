@@ -15,12 +15,15 @@ CFG=experiments/res256/${M}_stride8.yaml
 test -f $RUNS/pretrain_stride8/encoder.pt || $PY -m scaocc_core.cli pretrain --config experiments/res256/baseline_tiny_stride8.yaml \
   --data $DATA --out $RUNS/pretrain_stride8 --no-progress
 case "${2:-}" in
-  finetune) exec $PY -m scaocc_core.training.train --config $CFG --data $DATA --init $RUNS/${M}_stride8/final.pt \
-    --train-config config/train/models_finetune.yaml --out $RUNS/${M}_stride8_ft --resume --no-progress;;
-  finetune_lowres) exec $PY -m scaocc_core.training.train --config $CFG --data $DATA --init $RUNS/${M}_stride8/final.pt \
-    --train-config experiments/res256/models_finetune_lowres.yaml --out $RUNS/${M}_stride8_ft_lowres --resume --no-progress;;
-  finetune_seed2) exec $PY -m scaocc_core.training.train --config $CFG --data $DATA --init $RUNS/${M}_stride8/final.pt \
-    --train-config experiments/res256/models_finetune_seed2.yaml --out $RUNS/${M}_stride8_ft_seed2 --resume --no-progress;;
+  "") ;;
+  finetune) TRAIN=config/train/models_finetune.yaml OUT=${M}_stride8_ft;;
+  finetune_lowres) TRAIN=experiments/res256/models_finetune_lowres.yaml OUT=${M}_stride8_ft_lowres;;
+  finetune_seed2) TRAIN=experiments/res256/models_finetune_seed2.yaml OUT=${M}_stride8_ft_seed2;;
+  *) echo "unknown mode ${2}: finetune, finetune_lowres or finetune_seed2" >&2; exit 2;;
 esac
+if [ -n "${2:-}" ]; then
+  exec $PY -m scaocc_core.training.train --config $CFG --data $DATA --init $RUNS/${M}_stride8/final.pt \
+    --train-config $TRAIN --out $RUNS/$OUT --resume --no-progress
+fi
 $PY -m scaocc_core.training.train --config $CFG --data $DATA --pretrained $RUNS/pretrain_stride8/encoder.pt \
   --train-config config/train/models.yaml --out $RUNS/${M}_stride8 --resume --no-progress
