@@ -3,6 +3,7 @@ vs finite differences."""
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from scaocc_core.batch import CameraInputs
@@ -71,17 +72,23 @@ def _reference_lift_splat(depth: torch.Tensor, context: torch.Tensor, coords: to
     return pool_soft(grouped_features(depth, context), coords.reshape(coords.shape[0], -1, 3), SIZE)
 
 
-def test_fused_soft_filling_kernel_equals_reference_to_second_order():
-    """Values, gradients and the gradient of a gradient (the causal loss' create_graph path)."""
+@pytest.mark.parametrize("sparse", [False, True])
+def test_fused_soft_filling_kernel_equals_reference_to_second_order(sparse: bool):
+    """Values, gradients and the gradient of a gradient (the causal loss' create_graph path),
+    also when the backward's ``g`` is zero at most voxels (as the causal loss' is); the
+    second-order gradient reaches ``g`` too, at its zero voxels as well."""
     inputs = _lift_inputs(2)
     results = []
     for fn in (lambda d, e, c: splat(d, e, c, SIZE, "soft"), _reference_lift_splat):
         args = [t.clone().requires_grad_() for t in inputs]
         out = fn(*args)
         weight = torch.linspace(-1, 1, out.numel(), dtype=out.dtype).view_as(out)
+        if sparse:
+            weight = weight * (torch.arange(out[0, 0].numel()).view(SIZE) % 7 == 0)  # 1 voxel in 7
+        weight.requires_grad_()
         grads = torch.autograd.grad((out * weight).sum(), args, create_graph=True)
         inner = sum((gr.sum(-1) ** 2).sum() for gr in grads)  # non-linear in the first gradients
-        results.append((out, grads, torch.autograd.grad(inner, args)))
+        results.append((out, grads, torch.autograd.grad(inner, [*args, weight])))
     (out_k, g_k, gg_k), (out_r, g_r, gg_r) = results
     assert out_k.shape == (2, 4, *SIZE) and torch.allclose(out_k, out_r, atol=1e-12)
     for fast, ref in [*zip(g_k, g_r), *zip(gg_k, gg_r)]:
