@@ -1,8 +1,10 @@
 """Per-stage forward time, training-step time, causal-loss overhead and pooling speed-up.
 
-Usage: ``python bench/model_speed.py [--configs baseline_tiny scaocc_tiny scaocc_r50] [--reps 3]``.
-Everything is measured side by side in one run on this machine (CPU, or CUDA if present)
-and printed as one table; ratios compare numbers from the same run.
+Usage: ``python bench/model_speed.py [--configs baseline_tiny scaocc_tiny scaocc_r50] [--reps 3]
+[--data data/models/train_s0_256]``. Everything is measured side by side in one run on this
+machine (CPU, or CUDA if present) and printed as one table; ratios compare numbers from the
+same run. The training steps run on a made-up scene, or with ``--data`` on real training
+frames (their classes decide how much of the grid the causal loss' score covers).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import torch
 
 from scaocc_core.batch import CameraInputs, Targets
 from scaocc_core.config import ModelConfig, load_config
+from scaocc_core.data.dataset import OccDataset
 from scaocc_core.grid import FREE
 from scaocc_core.losses import OccupancyLoss
 from scaocc_core.memory import keep_freed_memory
@@ -98,14 +101,24 @@ def stage_times(model: CausalOcc, inputs: CameraInputs, device: torch.device, re
     return out
 
 
-def train_step_times(cfg: ModelConfig, device: torch.device, reps: int,
-                     lazy_every: int) -> tuple[float, float, float]:
+def real_frames(cfg: ModelConfig, data: str, count: int, device: torch.device) -> list[tuple[CameraInputs, Targets]]:
+    """``count`` training frames of the manifest ``data``, spread over its train split, at the
+    config's image size (no augmentation)."""
+    dataset = OccDataset(data, "train", cfg)
+    picks = torch.linspace(0, len(dataset) - 1, count).round().long().tolist()
+    return [(item.inputs.to(device), item.targets.to(device)) for item in (dataset[i] for i in picks)]
+
+
+def train_step_times(cfg: ModelConfig, device: torch.device, reps: int, lazy_every: int,
+                     frames: list[tuple[CameraInputs, Targets]]) -> tuple[float, float, float]:
     """Training-step time without the causal loss, with it on every step, and lazily.
 
-    Three models (same seed) alternate step by step, so a change of machine load hits every
-    column alike. Plain and causal: medians of their steps. Lazy (``loss.causal_every =
-    lazy_every``): the median over consecutive blocks of ``lazy_every`` steps (one with the
-    causal loss, the rest without) of the block's mean step time.
+    Three models (same seed) alternate step by step on the same frame, so a change of machine
+    load hits every column alike; step ``i`` trains on ``frames[i % len(frames)]``. Plain and
+    causal: the mean of their steps (the causal loss' cost depends on the class it draws; the
+    two causal models draw the same sequence). Lazy (``loss.causal_every = lazy_every``): the
+    median over consecutive blocks of ``lazy_every`` steps (one with the causal loss, the rest
+    without) of the block's mean step time.
     """
     variants = {"plain": (0.0, 1), "causal": (1.0, 1), "lazy": (1.0, lazy_every)}
     steps = {}
@@ -116,12 +129,12 @@ def train_step_times(cfg: ModelConfig, device: torch.device, reps: int,
         model = CausalOcc(c).to(device).train()
         opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
         steps[key] = (model, opt, OccupancyLoss(c.loss, c.depth))
-    inputs, targets = fake_inputs(cfg, device)
-    gen = torch.Generator().manual_seed(0)
+    gens = {key: torch.Generator().manual_seed(0) for key in variants}
 
     def step(key: str, index: int) -> None:
         model, opt, loss_fn = steps[key]
-        total, _ = loss_fn(model(inputs), targets, gen, step=index)
+        inputs, targets = frames[index % len(frames)]
+        total, _ = loss_fn(model(inputs), targets, gens[key], step=index)
         opt.zero_grad(set_to_none=True)
         total.backward()
         opt.step()
@@ -137,7 +150,7 @@ def train_step_times(cfg: ModelConfig, device: torch.device, reps: int,
                 times[key].append(time.perf_counter() - t)
     lazy = times["lazy"]
     blocks = [statistics.mean(lazy[i:i + lazy_every]) for i in range(0, len(lazy) - lazy_every + 1, lazy_every)]
-    return statistics.median(times["plain"]), statistics.median(times["causal"]), statistics.median(blocks)
+    return statistics.mean(times["plain"]), statistics.mean(times["causal"]), statistics.median(blocks)
 
 
 def channels_last_ratio(model: CausalOcc, cfg: ModelConfig, device: torch.device, reps: int) -> float:
@@ -219,6 +232,8 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--lazy-every", type=int, default=2,
                         help="loss.causal_every of the lazy column (default: 2)")
+    parser.add_argument("--data", help="train the steps on frames of this manifest (default: a made-up scene)")
+    parser.add_argument("--frames", type=int, default=8, help="how many frames of --data (default: 8)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args()
     device = torch.device(args.device)
@@ -233,7 +248,8 @@ def main() -> None:
         inputs, _ = fake_inputs(cfg, device)
         stages = stage_times(model, inputs, device, reps)
         cl_ratio = channels_last_ratio(model, cfg, device, reps)
-        plain, causal, lazy = train_step_times(cfg, device, reps, args.lazy_every)
+        frames = real_frames(cfg, args.data, args.frames, device) if args.data else [fake_inputs(cfg, device)]
+        plain, causal, lazy = train_step_times(cfg, device, reps, args.lazy_every, frames)
         rows.append((name, stages, plain, causal, lazy, cl_ratio))
     print(f"\n{'config':<16}" + "".join(f"{s:>13}" for s in (*STAGES, "splat")) + f"{'fwd total':>11}"
           f"{'train step':>12}{'+causal':>10}{'ratio':>7}{'lazy':>9}{'ratio':>7}{'CL3d/NC':>9}")
@@ -241,7 +257,8 @@ def main() -> None:
         cells = "".join(f"{stages.get(s, 0.0):>11.1f}ms" for s in (*STAGES, "splat"))
         print(f"{name:<16}{cells}{sum(stages.values()):>9.1f}ms{1e3 * plain:>10.0f}ms{1e3 * causal:>8.0f}ms"
               f"{causal / plain:>6.2f}x{1e3 * lazy:>7.0f}ms{lazy / plain:>6.2f}x{cl_ratio:>8.2f}x")
-    print("ratio: training step with the causal loss over without, medians of steps measured interleaved")
+    print("ratio: training step with the causal loss over without, means of steps measured interleaved, on "
+          + (f"{args.frames} training frames of {args.data}" if args.data else "a made-up scene"))
     print(f"lazy: the causal loss on one step in {args.lazy_every}, at {args.lazy_every}x its weight "
           "(loss.causal_every), mean step time of each such block of steps, median over blocks")
     print("CL3d/NC: 3D network forward with channels_last_3d over without (< 1: channels_last helps)")
