@@ -178,11 +178,11 @@ def pooling_ratio(device: torch.device) -> tuple[float, float]:
 def soft_filling_times(cfg: ModelConfig, device: torch.device, reps: int) -> dict[str, tuple[float, float]]:
     """Lifting + soft filling at ``cfg``'s sizes: the fused kernel vs the PyTorch reference.
 
-    "causal" is forward, ``autograd.grad(..., create_graph=True)`` to depth and context, and
-    the backward of a loss on those gradients to depth, context and coordinates: what the
-    causal loss asks of this stage. The frustum points are those of the benchmark's camera rig
-    (:func:`fake_inputs`), so the share that falls outside the grid is a real one. Medians of
-    interleaved repetitions.
+    "causal" is forward, ``autograd.grad(..., create_graph=True)`` to depth, context and
+    coordinates, and the backward of a loss on those gradients: what the causal loss asks of
+    this stage (with a dense ``weight``: its own is zero away from one class' voxels). The
+    frustum points are those of the benchmark's camera rig (:func:`fake_inputs`), so the share
+    that falls outside the grid is a real one. Medians of interleaved repetitions.
     """
     n, C, G = cfg.image.num_cams, cfg.depth.context_channels, cfg.depth.groups
     h, w = cfg.image.height // cfg.encoder.stride, cfg.image.width // cfg.encoder.stride
@@ -210,8 +210,8 @@ def soft_filling_times(cfg: ModelConfig, device: torch.device, reps: int) -> dic
 
     def causal(fn: Callable[..., torch.Tensor]) -> None:
         args = [t.clone().requires_grad_() for t in (depth, context, coords)]
-        gd, ge = torch.autograd.grad((fn(*args) * weight).sum(), args[:2], create_graph=True)
-        (torch.relu(ge.mean(2)).sum() + gd.square().sum()).backward()
+        gd, ge, gc = torch.autograd.grad((fn(*args) * weight).sum(), args, create_graph=True)
+        (torch.relu(ge.mean(2)).sum() + gd.square().sum() + gc.square().sum()).backward()
 
     times: dict[str, dict[str, list[float]]] = {k: {"kernel": [], "reference": []} for k in ("forward", "causal")}
     for rep in range(reps + 1):

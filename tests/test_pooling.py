@@ -96,12 +96,11 @@ def test_fused_soft_filling_kernel_equals_reference_to_second_order(sparse: bool
 
 
 def test_fused_soft_filling_kernel_passes_gradcheck_of_both_orders():
-    depth, context, coords = _lift_inputs(3)
-    weight, rows = corner_weights(coords.reshape(2, -1, 3), SIZE)
-    num_rows = 2 * SIZE[0] * SIZE[1] * SIZE[2] + 1
-    args = (depth.requires_grad_(), context.requires_grad_(), weight.detach().requires_grad_())
-    assert torch.autograd.gradcheck(lambda d, e, w: lift_splat_soft(d, e, w, rows, num_rows), args)
-    assert torch.autograd.gradgradcheck(lambda d, e, w: lift_splat_soft(d, e, w, rows, num_rows), args)
+    """In depth, context and the coordinates (the trilinear weights' slopes and their mixed
+    second derivatives are the kernel's own)."""
+    args = tuple(t.requires_grad_() for t in _lift_inputs(3))
+    assert torch.autograd.gradcheck(lambda d, e, c: lift_splat_soft(d, e, c, SIZE), args)
+    assert torch.autograd.gradgradcheck(lambda d, e, c: lift_splat_soft(d, e, c, SIZE), args)
 
 
 def test_fused_soft_filling_kernel_skips_corners_outside_the_grid():
@@ -110,15 +109,14 @@ def test_fused_soft_filling_kernel_skips_corners_outside_the_grid():
     depth, context, coords = _lift_inputs(4)
     coords = coords.clone()
     coords[:, :, 0] = -5.0  # every point of depth bin 0 lies outside the grid
-    weight, rows = corner_weights(coords.reshape(2, -1, 3), SIZE)
-    num_rows = 2 * SIZE[0] * SIZE[1] * SIZE[2] + 1
-    outside = (rows == num_rows - 1).all(0)
+    _, rows = corner_weights(coords.reshape(2, -1, 3), SIZE)
+    outside = (rows == 2 * SIZE[0] * SIZE[1] * SIZE[2]).all(0).view(coords.shape[:-1])  # b n D h w
     assert outside.any() and not outside.all()
-    args = [t.clone().requires_grad_() for t in (depth, context, weight)]
-    out = lift_splat_soft(*args, rows, num_rows)
+    args = [t.clone().requires_grad_() for t in (depth, context, coords)]
+    out = lift_splat_soft(*args, SIZE)
     assert out[-1].abs().sum() == 0 and out[:-1].abs().sum() > 0
-    gd, _, gw = torch.autograd.grad((out * torch.randn_like(out)).sum(), args)
-    assert gw[:, outside].abs().sum() == 0 and gd[:, :, :, 0].abs().sum() == 0 and gd.abs().sum() > 0
+    gd, _, gc = torch.autograd.grad((out * torch.randn_like(out)).sum(), args)
+    assert gc[outside].abs().sum() == 0 and gd[:, :, :, 0].abs().sum() == 0 and gd.abs().sum() > 0
 
 
 def test_grouped_features_pair_each_group_with_its_depth():

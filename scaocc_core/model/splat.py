@@ -24,7 +24,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from scaocc_core.model.soft_fill import lift_splat_soft, use_kernel
+from scaocc_core.model.soft_fill import corner_cells, corner_rows, lift_splat_soft, use_kernel
 
 #: ``(depth b n G D h w, context b n C h w, coords b n D h w 3, size) -> b C X Y Z``
 FusedPool = Callable[[Tensor, Tensor, Tensor, tuple[int, int, int]], Tensor]
@@ -86,36 +86,19 @@ def pool_hard_reference(values: Tensor, coords: Tensor, size: tuple[int, int, in
 
 def corner_weights(coords: Tensor, size: tuple[int, int, int]) -> tuple[Tensor, Tensor]:
     """Trilinear weights ``8 (b P)`` of each point's 8 neighbouring voxel centres and their rows
-    ``8 (b P)`` in the batch-folded grid (``(b X Y Z + 1)`` rows, the last a dump for corners
-    outside the grid).
-
-    Corner ``k = 4 dx + 2 dy + dz`` is the neighbour ``floor(coords - 0.5) + (dx, dy, dz)``.
-    Built corner by corner from per-axis vectors: elementwise ops on contiguous ``b P`` vectors
-    (a broadcast over size-2 axes runs several times slower on CPU). The weights are
+    ``8 (b P)`` (:func:`~scaocc_core.model.soft_fill.corner_rows`: ``(b X Y Z + 1)`` rows, the
+    last a dump for corners outside the grid); corner ``k = 4 dx + 2 dy + dz``. The weights are
     differentiable in ``coords`` (``b P 3``, continuous voxel coordinates).
     """
-    b, P, _ = coords.shape
-    X, Y, Z = size
-    pt = coords.reshape(b * P, 3).t().contiguous() - 0.5  # 3 (b P); voxel centres sit at integer + 0.5
-    base = torch.floor(pt.detach())
-    frac = pt - base  # carries the gradient
-    lo = base.long()
+    frac, lo = corner_cells(coords)  # 3 (b P) each
+    rows = corner_rows(lo, coords.shape[0], size)  # 8 (b P)
     weight = [(1 - frac[a], frac[a]) for a in range(3)]  # per axis: lower and upper neighbour
-    index = [(lo[a], lo[a] + 1) for a in range(3)]
-    inside = [tuple((i >= 0) & (i < n) for i in index[a]) for a, n in enumerate(size)]
-    batch = torch.arange(b, device=coords.device).repeat_interleave(P) * (X * Y * Z)  # b P
-    weights, rows, valid = [], [], []
+    weights = []
     for dx in (0, 1):
         for dy in (0, 1):
             w_xy = weight[0][dx] * weight[1][dy]
-            r_xy = batch + (index[0][dx] * Y + index[1][dy]) * Z
-            ok_xy = inside[0][dx] & inside[1][dy]
-            for dz in (0, 1):
-                weights.append(w_xy * weight[2][dz])
-                rows.append(r_xy + index[2][dz])
-                valid.append(ok_xy & inside[2][dz])
-    flat = torch.stack(rows)  # 8 (b P)
-    return torch.stack(weights), torch.where(torch.stack(valid), flat, torch.full_like(flat, b * X * Y * Z))
+            weights.extend(w_xy * weight[2][dz] for dz in (0, 1))
+    return torch.stack(weights), rows
 
 
 def _rows_to_grid(rows: Tensor, b: int, size: tuple[int, int, int]) -> Tensor:
@@ -152,9 +135,7 @@ def splat(depth: Tensor, context: Tensor, coords: Tensor, size: tuple[int, int, 
     b = coords.shape[0]
     pts = coords.reshape(b, -1, 3)  # b (n D h w) 3
     if mode == "soft" and use_kernel(context):
-        weight, flat = corner_weights(pts, size)  # 8 (b n D h w)
-        return _rows_to_grid(lift_splat_soft(depth, context, weight, flat, b * size[0] * size[1] * size[2] + 1),
-                             b, size)
+        return _rows_to_grid(lift_splat_soft(depth, context, coords, size), b, size)
     values = grouped_features(depth, context)  # b P C
     if mode == "hard":
         return pool_hard(values, pts, size)
