@@ -21,8 +21,11 @@ at the cost of one extra backward pass); :func:`causal_loss_exact` averages all 
 Where the 3D features are a known linear map of earlier ones (the normalised propagation,
 ``feat3d = L feat3d_splat``), a :class:`Tap` carries the score's gradient back through ``L``
 as ``L^T share``, a forward computation: the loss' own backward then differentiates it once,
-where it would otherwise differentiate the backward pass of ``L`` (a double backward). Same
-values and gradients (tested).
+where it would otherwise differentiate the backward pass of ``L`` (a double backward). On the
+image side, the attention needs only the channel mean of the gradient: with the consumers of
+the image features given as :class:`~scaocc_core.model.taps.FeatureTap` (their linear first
+layers), the gradient stops at their outputs and the mean is one-channel transposed
+convolutions. Same values and gradients in both cases (tested).
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ from scaocc_core.grid import FREE, IGNORE
 
 if TYPE_CHECKING:
     from scaocc_core.model.causal_occ import ModelOutput
+    from scaocc_core.model.taps import FeatureTap
 
 EPS = 1e-6
 
@@ -49,29 +53,36 @@ class Tap:
 
     With ``source`` and ``transpose`` set, ``feat3d = L source`` for a linear ``L`` and
     ``transpose`` applies ``L^T`` (b 1 X' Y' Z', the same in every channel -> b C X' Y' Z').
+    ``heads``, if any, are the linear first layers of *every* consumer of the image features.
     """
 
     feat3d: Tensor
     source: Tensor | None = None
     transpose: Callable[[Tensor], Tensor] | None = None
+    heads: tuple[FeatureTap, ...] = ()
 
-    def score_gradient(self, share: Tensor, feat2d: Tensor) -> Tensor:
-        """Gradient of ``S = sum(share * feat3d)`` (summed over channels and voxels; ``share``
-        b X' Y' Z') with respect to ``feat2d`` (b n C h w), differentiable (create_graph)."""
+    def channel_mean_gradient(self, share: Tensor, feat2d: Tensor) -> Tensor:
+        """Channel mean (b n h w) of the gradient of ``S = sum(share * feat3d)`` (summed over
+        channels and voxels; ``share`` b X' Y' Z') with respect to ``feat2d`` (b n C h w),
+        differentiable (create_graph)."""
         if self.source is None or self.transpose is None:
-            score = (self.feat3d.sum(dim=1) * share).sum()
-            (grad,) = torch.autograd.grad(score, feat2d, create_graph=True)
-            return grad
-        weight = self.transpose(share[:, None])  # b C X' Y' Z' = dS/dsource (share, every channel)
-        (grad,) = torch.autograd.grad(self.source, feat2d, grad_outputs=weight, create_graph=True)
-        return grad
+            outputs, weight = (self.feat3d.sum(dim=1) * share).sum(), None
+        else:
+            outputs, weight = self.source, self.transpose(share[:, None])  # b C X' Y' Z' = dS/dsource
+        if not self.heads:
+            (grad,) = torch.autograd.grad(outputs, feat2d, grad_outputs=weight, create_graph=True)
+            return grad.mean(dim=2)
+        grads = torch.autograd.grad(outputs, [head.z for head in self.heads], grad_outputs=weight,
+                                    create_graph=True, allow_unused=True)
+        parts = [head.mean_t(u) for head, u in zip(self.heads, grads) if u is not None]
+        return torch.stack(parts).sum(dim=0) if parts else feat2d.new_zeros(feat2d.shape[:2] + feat2d.shape[3:])
 
 
 def causal_tap(out: ModelOutput, feature: str) -> Tap:
     """The :class:`Tap` of ``feature`` (``propagated`` or ``splat``, as ``loss.causal_feature``)."""
     if feature == "splat":
-        return Tap(out.feat3d_splat)
-    return Tap(out.feat3d, out.feat3d_splat, out.propagation_t)
+        return Tap(out.feat3d_splat, heads=out.feat2d_taps)
+    return Tap(out.feat3d, out.feat3d_splat, out.propagation_t, out.feat2d_taps)
 
 
 def present_classes(semantics: Tensor, mask: Tensor | None) -> list[int]:
@@ -123,8 +134,7 @@ def attention_map(feat3d: Tensor | Tap, feat2d: Tensor, semantics: Tensor, cls: 
     """
     tap = feat3d if isinstance(feat3d, Tap) else Tap(feat3d)
     share = class_share(semantics, mask, cls, tap.feat3d.shape[-3:])
-    grad = tap.score_gradient(share.to(tap.feat3d.dtype), feat2d)  # b n C h w, dS_s/dfeat2d
-    att = F.relu(grad.mean(dim=2))  # b n h w
+    att = F.relu(tap.channel_mean_gradient(share.to(tap.feat3d.dtype), feat2d))  # b n h w
     peak = att.flatten(1).amax(dim=1).view(-1, 1, 1, 1)  # per-sample max over cameras
     return att / (peak + EPS)
 

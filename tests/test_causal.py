@@ -14,6 +14,7 @@ from scaocc_core.causal import (
     causal_loss,
     causal_loss_exact,
     causal_loss_for_class,
+    causal_tap,
     class_targets,
     present_classes,
 )
@@ -236,5 +237,43 @@ def test_causal_loss_and_its_gradients_equal_through_the_propagation_transpose()
     assert grads_t.keys() == grads_a.keys()
     assert grads_a["propagation.blocks.0.mix_logits"].abs().sum() > 0
     assert grads_a["propagation.blocks.1.spatial_logits"].abs().sum() > 0
+    for name, ref in grads_a.items():
+        assert torch.allclose(grads_t[name], ref, rtol=1e-8, atol=1e-12), name
+
+
+@pytest.mark.parametrize("feature", ["propagated", "splat"])
+def test_causal_loss_and_its_gradients_equal_through_the_image_feature_taps(feature: str) -> None:
+    """The attention taken as one-channel transposed convolutions of the gradients at the first
+    layers of the image features' consumers (depth head behind its camera gate, the offsets'
+    local convolution and pooled features) gives the loss and every parameter gradient that the
+    gradient with respect to the image features gives (float64, the full method)."""
+    base = micro_config()
+    cfg = micro_config(offsets=dataclasses.replace(base.offsets, enabled=True), lift=LiftConfig("soft"),
+                       depth=dataclasses.replace(base.depth, camera_aware=True),
+                       voxel=dataclasses.replace(base.voxel, propagation_blocks=2))
+    torch.manual_seed(0)
+    model = CausalOcc(cfg).to(torch.float64).train()
+    with torch.no_grad():  # offsets away from their zero initialisation
+        for last in (model.offset_head.global_mlp[-1], model.offset_head.local[-1]):
+            last.weight.normal_(std=0.1)
+    inputs = camera_inputs(cfg, dtype=torch.float64)
+    sem, sem2d = _toy_targets(cfg)
+    results = []
+    for through_taps in (True, False):
+        model.zero_grad()
+        out = model(inputs)
+        assert len(out.feat2d_taps) == 3
+        tap = causal_tap(out, feature)
+        if not through_taps:
+            tap = dataclasses.replace(tap, heads=())
+        loss = causal_loss_exact(tap, out.feat2d, sem, sem2d)
+        loss.backward()
+        results.append((loss.detach(), {k: p.grad.clone() for k, p in model.named_parameters() if p.grad is not None}))
+    (loss_t, grads_t), (loss_a, grads_a) = results
+    assert float(loss_a) > 0 and torch.allclose(loss_t, loss_a, rtol=1e-10)
+    assert grads_t.keys() == grads_a.keys()
+    for name in ("depth_head.trunk.0.weight", "depth_head.camera_mlp.0.weight", "offset_head.local.0.weight",
+                 "offset_head.global_mlp.0.weight", "encoder.backbone.conv1.weight"):
+        assert grads_a[name].abs().sum() > 0, name
     for name, ref in grads_a.items():
         assert torch.allclose(grads_t[name], ref, rtol=1e-8, atol=1e-12), name

@@ -10,6 +10,7 @@ import torch
 from torch import Tensor, nn
 
 from scaocc_core.config import DepthConfig
+from scaocc_core.model.taps import FeatureTap, conv_tap
 
 CAMERA_PARAMS = 22  # fx fy cx cy, post_rot 2x2, post_tran xy, ego_T_cam 3x4
 
@@ -48,15 +49,22 @@ class DepthContextHead(nn.Module):
         )
         self.out = nn.Conv2d(in_channels, cfg.groups * cfg.num_bins + cfg.context_channels, 1)
 
-    def forward(self, feat: Tensor, camera: Tensor) -> tuple[Tensor, Tensor]:
-        """``feat``: b n Cin h w; ``camera``: b n 22 (see :func:`camera_parameters`)."""
+    def forward(self, feat: Tensor, camera: Tensor) -> tuple[Tensor, Tensor, FeatureTap]:
+        """``feat``: b n Cin h w; ``camera``: b n 22 (see :func:`camera_parameters`).
+
+        Returns depth, context and the :class:`FeatureTap` of the first convolution."""
         b, n = feat.shape[:2]
         x = feat.flatten(0, 1)  # (b n) Cin h w
+        gate = None
         if self.camera_mlp is not None:
             gate = torch.sigmoid(self.camera_mlp(camera.flatten(0, 1).to(x.dtype)))  # (b n) Cin
             x = x * gate[:, :, None, None]
-        y = self.out(self.trunk(x))
+        conv, bn, relu = self.trunk
+        assert isinstance(conv, nn.Conv2d)
+        z = conv(x)  # (b n) Cin h w
+        y = self.out(relu(bn(z)))
         G, D = self.cfg.groups, self.cfg.num_bins
         depth = y[:, : G * D].unflatten(1, (G, D)).softmax(dim=2)  # (b n) G D h w
         context = y[:, G * D :]  # (b n) C h w
-        return depth.unflatten(0, (b, n)), context.unflatten(0, (b, n))
+        tap = conv_tap(z, conv.weight, 1, tuple(feat.shape), gate)
+        return depth.unflatten(0, (b, n)), context.unflatten(0, (b, n)), tap

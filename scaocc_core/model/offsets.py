@@ -18,6 +18,7 @@ from torch import Tensor, nn
 
 from scaocc_core.config import DepthConfig, OffsetConfig
 from scaocc_core.geometry import axis_angle_to_matrix
+from scaocc_core.model.taps import FeatureTap, conv_tap, spatial_mean_tap
 
 
 @dataclass
@@ -27,6 +28,7 @@ class CameraOffsets:
     rotation: Tensor  # b n 3, axis-angle in radians, left-multiplied onto R of ego_T_cam
     translation: Tensor  # b n 3, metres, added to t of ego_T_cam
     frustum_delta: Tensor | None  # b n D h w 3, (du, dv) pixels and dd metres; None if disabled
+    taps: tuple[FeatureTap, ...] = ()  # the linear first layers on the image features
 
     def apply(self, ego_T_cam: Tensor) -> Tensor:
         """Corrected ``ego_T_cam`` (b n 4 4)."""
@@ -63,10 +65,13 @@ class CameraOffsetHead(nn.Module):
         g = self.global_mlp(torch.cat([pooled, pose], dim=-1))  # b n 6
         rotation = math.radians(self.cfg.max_rot_deg) * torch.tanh(g[..., :3])
         translation = self.cfg.max_trans_m * torch.tanh(g[..., 3:])
-        raw = self.local(feat.flatten(0, 1))  # (b n) 3D h w
-        raw = raw.view(b, n, self.num_bins, 3, h, w).permute(0, 1, 2, 4, 5, 3)  # b n D h w 3
+        conv, _, out = self.local
+        assert isinstance(conv, nn.Conv2d)
+        z = conv(feat.flatten(0, 1))  # (b n) C h w, kept: not through the in-place ReLU
+        raw = out(torch.relu(z)).view(b, n, self.num_bins, 3, h, w).permute(0, 1, 2, 4, 5, 3)  # b n D h w 3
         scale = raw.new_tensor([self.max_uv, self.max_uv, self.cfg.max_depth_m])
-        return CameraOffsets(rotation, translation, torch.tanh(raw) * scale)
+        taps = (spatial_mean_tap(pooled, tuple(feat.shape)), conv_tap(z, conv.weight, 1, tuple(feat.shape)))
+        return CameraOffsets(rotation, translation, torch.tanh(raw) * scale, taps)
 
 
 def zero_offsets(ego_T_cam: Tensor) -> CameraOffsets:
