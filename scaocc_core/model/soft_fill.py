@@ -57,16 +57,17 @@ def _corner_weights(f: np.ndarray, p: int, a: np.ndarray, w: np.ndarray) -> None
         w[k] = a[0, k >> 2] * a[1, (k >> 1) & 1] * a[2, k & 1]
 
 
-@njit(cache=True, nogil=True, fastmath=True, inline="always")
-def _corner_rows(lo: np.ndarray, p: int, per: int, X: int, Y: int, Z: int,
-                 rows: np.ndarray) -> None:  # pragma: no cover - numba
-    """Point ``p``'s 8 corner rows (``rows``, 8) in the batch-folded grid; -1 outside the grid.
-    As :func:`corner_rows`: corner ``k = 4 dx + 2 dy + dz`` is ``lo[:, p] + (dx, dy, dz)``."""
-    base = (p // per) * (X * Y * Z)
-    for k in range(8):
-        x, y, z = lo[0, p] + (k >> 2), lo[1, p] + ((k >> 1) & 1), lo[2, p] + (k & 1)
-        inside = 0 <= x < X and 0 <= y < Y and 0 <= z < Z
-        rows[k] = base + (x * Y + y) * Z + z if inside else -1
+@njit(cache=True, nogil=True)
+def _corner_rows(lo: np.ndarray, per: int, X: int, Y: int, Z: int, pts: np.ndarray,
+                 idx: np.ndarray) -> None:  # pragma: no cover - numba
+    """The 8 corner rows (``idx``, 8 P) of the points ``pts`` in the batch-folded grid, -1 outside
+    it; as :func:`corner_rows`: corner ``k = 4 dx + 2 dy + dz`` is ``lo[:, p] + (dx, dy, dz)``."""
+    for p in pts:
+        base = (p // per) * (X * Y * Z)
+        for k in range(8):
+            x, y, z = lo[0, p] + (k >> 2), lo[1, p] + ((k >> 1) & 1), lo[2, p] + (k & 1)
+            inside = 0 <= x < X and 0 <= y < Y and 0 <= z < Z
+            idx[k, p] = base + (x * Y + y) * Z + z if inside else -1
 
 
 @njit(cache=True, nogil=True, fastmath=True, inline="always")
@@ -77,21 +78,19 @@ def _slopes(a: np.ndarray, k: int) -> tuple[float, float, float, float, float, f
 
 
 @njit(cache=True, nogil=True, fastmath=True)
-def _lift_splat(d: np.ndarray, e: np.ndarray, f: np.ndarray, lo: np.ndarray, per: int, X: int, Y: int, Z: int,
-                pts: np.ndarray, pix: np.ndarray, grp: np.ndarray, out_g: np.ndarray) -> None:  # pragma: no cover
+def _lift_splat(d: np.ndarray, e: np.ndarray, f: np.ndarray, idx: np.ndarray, pts: np.ndarray, pix: np.ndarray,
+                grp: np.ndarray, out_g: np.ndarray) -> None:  # pragma: no cover - numba
     C = e.shape[1]
     de = np.empty(C, dtype=e.dtype)
     a = np.empty((3, 2), dtype=f.dtype)
     w = np.empty(8, dtype=f.dtype)
-    rows = np.empty(8, dtype=np.int64)
     for p in pts:
         q = pix[p]
         for c in range(C):
             de[c] = d[grp[c], p] * e[q, c]
         _corner_weights(f, p, a, w)
-        _corner_rows(lo, p, per, X, Y, Z, rows)
         for k in range(8):
-            r = rows[k]
+            r = idx[k, p]
             if r < 0:
                 continue
             wk = w[k]
@@ -100,20 +99,18 @@ def _lift_splat(d: np.ndarray, e: np.ndarray, f: np.ndarray, lo: np.ndarray, per
 
 
 @njit(cache=True, nogil=True, fastmath=True)
-def _lift_splat_grad(g: np.ndarray, live: np.ndarray, d: np.ndarray, e: np.ndarray, f: np.ndarray, lo: np.ndarray,
-                     per: int, X: int, Y: int, Z: int, pts: np.ndarray, pix: np.ndarray, grp: np.ndarray,
-                     out_d: np.ndarray, out_e: np.ndarray, out_f: np.ndarray) -> None:  # pragma: no cover - numba
+def _lift_splat_grad(g: np.ndarray, live: np.ndarray, d: np.ndarray, e: np.ndarray, f: np.ndarray, idx: np.ndarray,
+                     pts: np.ndarray, pix: np.ndarray, grp: np.ndarray, out_d: np.ndarray, out_e: np.ndarray,
+                     out_f: np.ndarray) -> None:  # pragma: no cover - numba
     C = e.shape[1]
     de = np.empty(C, dtype=e.dtype)
     s = np.empty(C, dtype=e.dtype)  # sum_k w_k g[row_k, c]
     a = np.empty((3, 2), dtype=f.dtype)
     w = np.empty(8, dtype=f.dtype)
-    rows = np.empty(8, dtype=np.int64)
     for p in pts:
-        _corner_rows(lo, p, per, X, Y, Z, rows)
         hit = False
         for k in range(8):
-            hit = hit or (rows[k] >= 0 and live[rows[k]])
+            hit = hit or (idx[k, p] >= 0 and live[idx[k, p]])
         if not hit:  # every corner's row of g is zero: nothing to add
             continue
         q = pix[p]
@@ -123,7 +120,7 @@ def _lift_splat_grad(g: np.ndarray, live: np.ndarray, d: np.ndarray, e: np.ndarr
         _corner_weights(f, p, a, w)
         f0 = f1 = f2 = 0.0  # dPhi/df at this point
         for k in range(8):
-            r = rows[k]
+            r = idx[k, p]
             if r < 0 or not live[r]:
                 continue
             a0, a1, a2, s0, s1, s2 = _slopes(a, k)
@@ -144,9 +141,9 @@ def _lift_splat_grad(g: np.ndarray, live: np.ndarray, d: np.ndarray, e: np.ndarr
 
 @njit(cache=True, nogil=True, fastmath=True)
 def _lift_splat_grad_grad(g: np.ndarray, live: np.ndarray, d: np.ndarray, e: np.ndarray, f: np.ndarray,
-                          hd: np.ndarray, he: np.ndarray, hf: np.ndarray, lo: np.ndarray, per: int, X: int, Y: int,
-                          Z: int, pts: np.ndarray, pix: np.ndarray, grp: np.ndarray, out_g: np.ndarray,
-                          out_d: np.ndarray, out_e: np.ndarray, out_f: np.ndarray) -> None:  # pragma: no cover
+                          hd: np.ndarray, he: np.ndarray, hf: np.ndarray, idx: np.ndarray, pts: np.ndarray,
+                          pix: np.ndarray, grp: np.ndarray, out_g: np.ndarray, out_d: np.ndarray, out_e: np.ndarray,
+                          out_f: np.ndarray) -> None:  # pragma: no cover - numba
     """Gradients of ``F = <hd, dPhi/dd> + <he, dPhi/de> + <hf, dPhi/df>`` in ``g, d, e, f``.
 
     Per corner, with ``hw_k = <hf[:, p], dw_k/df>``: ``F = sum w_k g.(hd e + d he) + hw_k g.(d e)``,
@@ -162,7 +159,6 @@ def _lift_splat_grad_grad(g: np.ndarray, live: np.ndarray, d: np.ndarray, e: np.
     s2 = np.empty(C, dtype=e.dtype)  # sum_k hw g
     a = np.empty((3, 2), dtype=f.dtype)
     w = np.empty(8, dtype=f.dtype)
-    rows = np.empty(8, dtype=np.int64)
     for p in pts:
         q = pix[p]
         for c in range(C):
@@ -172,11 +168,10 @@ def _lift_splat_grad_grad(g: np.ndarray, live: np.ndarray, d: np.ndarray, e: np.
             s2[c] = 0.0
         h0, h1, h2 = hf[0, p], hf[1, p], hf[2, p]
         _corner_weights(f, p, a, w)
-        _corner_rows(lo, p, per, X, Y, Z, rows)
         f0 = f1 = f2 = 0.0
         hit = False
         for k in range(8):
-            r = rows[k]
+            r = idx[k, p]
             if r < 0:
                 continue
             a0, a1, a2, t0, t1, t2 = _slopes(a, k)
@@ -211,14 +206,12 @@ def _lift_splat_grad_grad(g: np.ndarray, live: np.ndarray, d: np.ndarray, e: np.
 
 @dataclass(frozen=True)
 class Geometry:
-    """What the loops index with: each point's lower corner ``lo`` (3 P, voxel indices), the
-    number of points ``per`` batch item, the grid ``size``, the points ``pts`` with a corner
-    inside the grid, feature pixel ``pix`` (P) of every frustum point, group ``grp`` (C) of
-    every channel, and the number of voxel rows (``b X Y Z``, then a dump row kept at zero)."""
+    """What the loops index with: the corner rows ``idx`` (8 P, -1 outside the grid), the points
+    ``pts`` with a corner inside the grid, feature pixel ``pix`` (P) of every frustum point,
+    group ``grp`` (C) of every channel, and the number of voxel rows (``b X Y Z``, then a dump
+    row kept at zero)."""
 
-    lo: np.ndarray
-    per: int
-    size: tuple[int, int, int]
+    idx: np.ndarray
     pts: np.ndarray
     pix: np.ndarray
     grp: np.ndarray
@@ -242,7 +235,7 @@ def corner_cells(coords: Tensor) -> tuple[Tensor, Tensor]:
 def corner_rows(lo: Tensor, b: int, size: tuple[int, int, int]) -> Tensor:
     """Rows ``8 (b P)`` of the corners of :func:`corner_cells` in the batch-folded grid of
     ``b X Y Z + 1`` rows, the last a dump for corners outside the grid; corner
-    ``k = 4 dx + 2 dy + dz`` is ``lo + (dx, dy, dz)``. (The loops work them out on the fly.)"""
+    ``k = 4 dx + 2 dy + dz`` is ``lo + (dx, dy, dz)``. (The kernel builds the same rows in numba.)"""
     X, Y, Z = size
     index = [(lo[a], lo[a] + 1) for a in range(3)]
     inside = [tuple((i >= 0) & (i < n) for i in index[a]) for a, n in enumerate(size)]
@@ -276,8 +269,7 @@ class _LiftSplat(Function):
     @staticmethod
     def forward(ctx: Any, d: Tensor, e: Tensor, f: Tensor, geo: Geometry) -> Tensor:
         out = e.new_zeros(geo.rows, e.shape[1])
-        X, Y, Z = geo.size
-        _lift_splat(_np(d), _np(e), _np(f), geo.lo, geo.per, X, Y, Z, geo.pts, geo.pix, geo.grp, out.numpy())
+        _lift_splat(_np(d), _np(e), _np(f), geo.idx, geo.pts, geo.pix, geo.grp, out.numpy())
         ctx.geo = geo
         ctx.save_for_backward(d, e, f)
         return out
@@ -293,9 +285,8 @@ class _LiftSplatGrad(Function):
     @staticmethod
     def forward(ctx: Any, g: Tensor, d: Tensor, e: Tensor, f: Tensor, geo: Geometry) -> tuple[Tensor, ...]:
         out_d, out_e, out_f = torch.zeros_like(d), torch.zeros_like(e), torch.zeros_like(f)
-        X, Y, Z = geo.size
-        _lift_splat_grad(_np(g), live_rows(g), _np(d), _np(e), _np(f), geo.lo, geo.per, X, Y, Z, geo.pts, geo.pix,
-                         geo.grp, out_d.numpy(), out_e.numpy(), out_f.numpy())
+        _lift_splat_grad(_np(g), live_rows(g), _np(d), _np(e), _np(f), geo.idx, geo.pts, geo.pix, geo.grp,
+                         out_d.numpy(), out_e.numpy(), out_f.numpy())
         ctx.geo = geo
         ctx.save_for_backward(g, d, e, f)
         return out_d, out_e, out_f
@@ -309,9 +300,8 @@ class _LiftSplatGrad(Function):
         he = torch.zeros_like(e) if he is None else he
         hf = torch.zeros_like(f) if hf is None else hf
         outs = [torch.zeros_like(t) for t in (g, d, e, f)]
-        X, Y, Z = geo.size
-        _lift_splat_grad_grad(_np(g), live_rows(g), _np(d), _np(e), _np(f), _np(hd), _np(he), _np(hf), geo.lo, geo.per,
-                              X, Y, Z, geo.pts, geo.pix, geo.grp, *[o.numpy() for o in outs])
+        _lift_splat_grad_grad(_np(g), live_rows(g), _np(d), _np(e), _np(f), _np(hd), _np(he), _np(hf), geo.idx,
+                              geo.pts, geo.pix, geo.grp, *[o.numpy() for o in outs])
         return (*(o if need else None for o, need in zip(outs, ctx.needs_input_grad)), None)
 
 
@@ -333,9 +323,11 @@ def lift_splat_soft(depth: Tensor, context: Tensor, coords: Tensor, size: tuple[
     e = context.permute(0, 1, 3, 4, 2).reshape(b * n * h * w, C)  # (b n h w) C
     frac, lo = corner_cells(coords.reshape(b, P // b, 3))  # 3 (b n D h w) each
     touches = ((lo >= -1) & (lo < torch.tensor(size)[:, None])).all(dim=0)  # some corner inside
+    pts = _np(touches.nonzero()[:, 0])
+    idx = np.full((8, P), -1, dtype=np.int32)
+    _corner_rows(_np(lo), P // b, *size, pts, idx)
     p = np.arange(P)
-    geo = Geometry(lo=_np(lo), per=P // b, size=size, pts=_np(touches.nonzero()[:, 0]),
-                   pix=(p // (D * h * w)) * (h * w) + p % (h * w), grp=np.arange(C) // (C // G),
+    geo = Geometry(idx=idx, pts=pts, pix=(p // (D * h * w)) * (h * w) + p % (h * w), grp=np.arange(C) // (C // G),
                    rows=b * size[0] * size[1] * size[2] + 1)
     return _LiftSplat.apply(d, e, frac.to(context.dtype), geo)
 
