@@ -3,6 +3,7 @@ vs finite differences."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -10,7 +11,7 @@ from scaocc_core.batch import CameraInputs
 from scaocc_core.config import DepthConfig, GridConfig
 from scaocc_core.model.lift import FrustumLifter
 from scaocc_core.model.offsets import CameraOffsets
-from scaocc_core.model.soft_fill import lift_splat_soft
+from scaocc_core.model.soft_fill import _corner_rows, corner_cells, corner_rows, lift_splat_soft
 from scaocc_core.model.splat import (
     corner_weights,
     grouped_features,
@@ -169,3 +170,16 @@ def test_soft_filling_gradients_match_finite_differences():
         e[idx] = eps
         fd = (_soft_objective(translation, delta + e) - _soft_objective(translation, delta - e)) / (2 * eps)
         assert torch.isclose(g_d[idx], fd, rtol=1e-4, atol=1e-7), (idx, g_d[idx], fd)
+
+
+def test_kernel_corner_rows_equal_the_reference_rows():
+    """The numba loop that builds the kernel's corner rows (-1 outside the grid) against
+    :func:`corner_rows` (the dump row outside), points inside, on the edges and far outside."""
+    coords = torch.rand(2, 400, 3, generator=torch.Generator().manual_seed(5), dtype=torch.float64) * 12 - 3
+    _, lo = corner_cells(coords)
+    idx = np.full((8, 800), -1, dtype=np.int32)
+    _corner_rows(lo.numpy(), 400, *SIZE, np.arange(800), idx)
+    ref = corner_rows(lo, 2, SIZE).numpy()
+    dump = 2 * SIZE[0] * SIZE[1] * SIZE[2]
+    assert (ref == dump).any() and (ref != dump).any()
+    assert np.array_equal(np.where(ref == dump, -1, ref), idx)

@@ -57,17 +57,22 @@ def _corner_weights(f: np.ndarray, p: int, a: np.ndarray, w: np.ndarray) -> None
         w[k] = a[0, k >> 2] * a[1, (k >> 1) & 1] * a[2, k & 1]
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, fastmath=True)
 def _corner_rows(lo: np.ndarray, per: int, X: int, Y: int, Z: int, pts: np.ndarray,
                  idx: np.ndarray) -> None:  # pragma: no cover - numba
     """The 8 corner rows (``idx``, 8 P) of the points ``pts`` in the batch-folded grid, -1 outside
     it; as :func:`corner_rows`: corner ``k = 4 dx + 2 dy + dz`` is ``lo[:, p] + (dx, dy, dz)``."""
     for p in pts:
         base = (p // per) * (X * Y * Z)
-        for k in range(8):
-            x, y, z = lo[0, p] + (k >> 2), lo[1, p] + ((k >> 1) & 1), lo[2, p] + (k & 1)
-            inside = 0 <= x < X and 0 <= y < Y and 0 <= z < Z
-            idx[k, p] = base + (x * Y + y) * Z + z if inside else -1
+        for dx in range(2):
+            x = lo[0, p] + dx
+            for dy in range(2):
+                y = lo[1, p] + dy
+                inside_xy = 0 <= x < X and 0 <= y < Y
+                r_xy = base + (x * Y + y) * Z
+                for dz in range(2):
+                    z = lo[2, p] + dz
+                    idx[4 * dx + 2 * dy + dz, p] = r_xy + z if inside_xy and 0 <= z < Z else -1
 
 
 @njit(cache=True, nogil=True, fastmath=True, inline="always")
