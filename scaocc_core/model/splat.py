@@ -93,7 +93,7 @@ def corner_weights(coords: Tensor, size: tuple[int, int, int]) -> tuple[Tensor, 
     frac, lo = corner_cells(coords)  # 3 (b P) each
     rows = corner_rows(lo, coords.shape[0], size)  # 8 (b P)
     weight = [(1 - frac[a], frac[a]) for a in range(3)]  # per axis: lower and upper neighbour
-    weights = []
+    weights: list[Tensor] = []
     for dx in (0, 1):
         for dy in (0, 1):
             w_xy = weight[0][dx] * weight[1][dy]
