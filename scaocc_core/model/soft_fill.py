@@ -290,9 +290,10 @@ class _LiftSplatGrad(Function):
     @staticmethod
     def forward(ctx: Any, g: Tensor, d: Tensor, e: Tensor, f: Tensor, geo: Geometry) -> tuple[Tensor, ...]:
         out_d, out_e, out_f = torch.zeros_like(d), torch.zeros_like(e), torch.zeros_like(f)
-        _lift_splat_grad(_np(g), live_rows(g), _np(d), _np(e), _np(f), geo.idx, geo.pts, geo.pix, geo.grp,
+        live = live_rows(g)
+        _lift_splat_grad(_np(g), live, _np(d), _np(e), _np(f), geo.idx, geo.pts, geo.pix, geo.grp,
                          out_d.numpy(), out_e.numpy(), out_f.numpy())
-        ctx.geo = geo
+        ctx.geo, ctx.live = geo, live
         ctx.save_for_backward(g, d, e, f)
         return out_d, out_e, out_f
 
@@ -305,7 +306,7 @@ class _LiftSplatGrad(Function):
         he = torch.zeros_like(e) if he is None else he
         hf = torch.zeros_like(f) if hf is None else hf
         outs = [torch.zeros_like(t) for t in (g, d, e, f)]
-        _lift_splat_grad_grad(_np(g), live_rows(g), _np(d), _np(e), _np(f), _np(hd), _np(he), _np(hf), geo.idx,
+        _lift_splat_grad_grad(_np(g), ctx.live, _np(d), _np(e), _np(f), _np(hd), _np(he), _np(hf), geo.idx,
                               geo.pts, geo.pix, geo.grp, *[o.numpy() for o in outs])
         return (*(o if need else None for o, need in zip(outs, ctx.needs_input_grad)), None)
 
