@@ -20,7 +20,7 @@ from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import qos_profile_sensor_data
 from scaocc_msgs.msg import SemanticVoxelGrid
-from sensor_msgs.msg import CompressedImage, Image, PointCloud2
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 from visualization_msgs.msg import MarkerArray
 
 from scaocc_ros import qos
@@ -53,6 +53,8 @@ class Listener(Node):
         for cam in CAMS:
             self.create_subscription(kind, f"/{cam}/{suffix}", lambda m, c=cam: self.image_stamps[c].add(stamp(m)),
                                      qos_profile_sensor_data)
+            # a second reader of every camera topic, as the node is: the cameras wait for both
+            self.create_subscription(CameraInfo, f"/{cam}/camera_info", lambda m: None, qos_profile_sensor_data)
 
     def _store(self, name: str) -> Any:
         return lambda m: self.outputs[name].__setitem__(stamp(m), m)
@@ -80,8 +82,10 @@ def test_cameras_feed_the_node_across_processes(domain: tuple[int, Context], tmp
     listener = Listener(ctx, compressed)
     node_args = ["--model", str(ckpt), "--ros-args", "-p", "extrinsics_source:=tf",
                  *(["-p", "image_transport:=compressed"] if compressed else [])]
+    # two readers per camera topic (the node and this listener): with one, the cameras could start as
+    # soon as this listener matched and send all 4 frames before the node had (seen once in CI)
     camera_args = ["--frames", "4", "--rate", "4", "--resolution", "64x176", "--wait-subscribers", str(TIMEOUT_S),
-                   *(["--compressed"] if compressed else [])]
+                   "--subscribers", "2", *(["--compressed"] if compressed else [])]
     ex = SingleThreadedExecutor(context=ctx)
     ex.add_node(listener)
     with ChildProcesses(ros_environment(domain_id), tmp_path / "logs") as children:
