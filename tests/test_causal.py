@@ -22,7 +22,7 @@ from scaocc_core.config import ConfigError, LiftConfig, LossConfig
 from scaocc_core.grid import FREE, IGNORE
 from scaocc_core.losses import OccupancyLoss, lovasz_softmax, lovasz_softmax_reference
 from scaocc_core.model import splat as splat_module
-from scaocc_core.model.causal_occ import CausalOcc
+from scaocc_core.model.causal_occ import CausalOcc, ModelOutput
 
 from .fixtures import camera_inputs, micro_config
 
@@ -40,6 +40,24 @@ def _toy_targets(cfg, batch: int = 1):
     sem2d[:, 0, :, : W // 2] = 4
     sem2d[:, 0, :, W // 2 :] = 15
     return sem, sem2d
+
+
+def _loss_and_grads(model: CausalOcc, inputs, loss_of) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """One forward and backward of ``loss_of(model output)``: the loss and every parameter's gradient."""
+    model.zero_grad()
+    loss = loss_of(model(inputs))
+    loss.backward()
+    return loss.detach(), {k: p.grad.clone() for k, p in model.named_parameters() if p.grad is not None}
+
+
+def _assert_same_loss_and_grads(fast: tuple[torch.Tensor, dict[str, torch.Tensor]],
+                                ref: tuple[torch.Tensor, dict[str, torch.Tensor]]) -> None:
+    """The two computations give the same (non-zero) loss and the same gradient for every parameter."""
+    (loss_f, grads_f), (loss_r, grads_r) = fast, ref
+    assert float(loss_r) > 0 and torch.allclose(loss_f, loss_r, rtol=1e-10)
+    assert grads_f.keys() == grads_r.keys()
+    for name, r in grads_r.items():
+        assert torch.allclose(grads_f[name], r, rtol=1e-8, atol=1e-12), name
 
 
 def _model(dtype=torch.float32):
@@ -194,19 +212,16 @@ def test_causal_loss_and_its_gradients_equal_with_the_soft_filling_kernel_and_it
     model = CausalOcc(cfg).to(torch.float64).train()
     inputs = camera_inputs(cfg, dtype=torch.float64)
     sem, sem2d = _toy_targets(cfg)
-    results = []
-    for kernel in (True, False):
-        monkeypatch.setattr(splat_module, "use_kernel", lambda values, on=kernel: on)
-        model.zero_grad()
-        out = model(inputs)
-        loss = causal_loss_exact(out.feat3d, out.feat2d, sem, sem2d) + out.logits.square().mean()
-        loss.backward()
-        results.append((loss.detach(), {k: p.grad.clone() for k, p in model.named_parameters() if p.grad is not None}))
-    (loss_k, grads_k), (loss_r, grads_r) = results
-    assert float(loss_r) > 0 and torch.allclose(loss_k, loss_r, rtol=1e-10)
-    assert grads_k.keys() == grads_r.keys() and grads_r["offset_head.local.2.weight"].abs().sum() > 0
-    for name, ref in grads_r.items():
-        assert torch.allclose(grads_k[name], ref, rtol=1e-8, atol=1e-12), name
+
+    def loss_of(out: ModelOutput) -> torch.Tensor:
+        return causal_loss_exact(out.feat3d, out.feat2d, sem, sem2d) + out.logits.square().mean()
+
+    monkeypatch.setattr(splat_module, "use_kernel", lambda values: True)
+    kernel = _loss_and_grads(model, inputs, loss_of)
+    monkeypatch.setattr(splat_module, "use_kernel", lambda values: False)
+    reference = _loss_and_grads(model, inputs, loss_of)
+    assert reference[1]["offset_head.local.2.weight"].abs().sum() > 0
+    _assert_same_loss_and_grads(kernel, reference)
 
 
 def test_causal_loss_and_its_gradients_equal_through_the_propagation_transpose():
@@ -224,21 +239,12 @@ def test_causal_loss_and_its_gradients_equal_through_the_propagation_transpose()
             block.mix_logits.normal_()
     inputs = camera_inputs(cfg, dtype=torch.float64)
     sem, sem2d = _toy_targets(cfg)
-    results = []
-    for through_transpose in (True, False):
-        model.zero_grad()
-        out = model(inputs)
-        feat3d = Tap(out.feat3d, out.feat3d_splat, out.propagation_t) if through_transpose else out.feat3d
-        loss = causal_loss_exact(feat3d, out.feat2d, sem, sem2d)
-        loss.backward()
-        results.append((loss.detach(), {k: p.grad.clone() for k, p in model.named_parameters() if p.grad is not None}))
-    (loss_t, grads_t), (loss_a, grads_a) = results
-    assert float(loss_a) > 0 and torch.allclose(loss_t, loss_a, rtol=1e-10)
-    assert grads_t.keys() == grads_a.keys()
-    assert grads_a["propagation.blocks.0.mix_logits"].abs().sum() > 0
-    assert grads_a["propagation.blocks.1.spatial_logits"].abs().sum() > 0
-    for name, ref in grads_a.items():
-        assert torch.allclose(grads_t[name], ref, rtol=1e-8, atol=1e-12), name
+    through_transpose = _loss_and_grads(model, inputs, lambda out: causal_loss_exact(
+        Tap(out.feat3d, out.feat3d_splat, out.propagation_t), out.feat2d, sem, sem2d))
+    autograd = _loss_and_grads(model, inputs, lambda out: causal_loss_exact(out.feat3d, out.feat2d, sem, sem2d))
+    assert autograd[1]["propagation.blocks.0.mix_logits"].abs().sum() > 0
+    assert autograd[1]["propagation.blocks.1.spatial_logits"].abs().sum() > 0
+    _assert_same_loss_and_grads(through_transpose, autograd)
 
 
 @pytest.mark.parametrize("feature", ["propagated", "splat"])
@@ -258,22 +264,15 @@ def test_causal_loss_and_its_gradients_equal_through_the_image_feature_taps(feat
             last.weight.normal_(std=0.1)
     inputs = camera_inputs(cfg, dtype=torch.float64)
     sem, sem2d = _toy_targets(cfg)
-    results = []
-    for through_taps in (True, False):
-        model.zero_grad()
-        out = model(inputs)
+
+    def loss_of(out: ModelOutput, through_taps: bool) -> torch.Tensor:
         assert len(out.feat2d_taps) == 3
         tap = causal_tap(out, feature)
-        if not through_taps:
-            tap = dataclasses.replace(tap, heads=())
-        loss = causal_loss_exact(tap, out.feat2d, sem, sem2d)
-        loss.backward()
-        results.append((loss.detach(), {k: p.grad.clone() for k, p in model.named_parameters() if p.grad is not None}))
-    (loss_t, grads_t), (loss_a, grads_a) = results
-    assert float(loss_a) > 0 and torch.allclose(loss_t, loss_a, rtol=1e-10)
-    assert grads_t.keys() == grads_a.keys()
+        return causal_loss_exact(tap if through_taps else dataclasses.replace(tap, heads=()), out.feat2d, sem, sem2d)
+
+    through_taps = _loss_and_grads(model, inputs, lambda out: loss_of(out, True))
+    autograd = _loss_and_grads(model, inputs, lambda out: loss_of(out, False))
     for name in ("depth_head.trunk.0.weight", "depth_head.camera_mlp.0.weight", "offset_head.local.0.weight",
                  "offset_head.global_mlp.0.weight", "encoder.backbone.conv1.weight"):
-        assert grads_a[name].abs().sum() > 0, name
-    for name, ref in grads_a.items():
-        assert torch.allclose(grads_t[name], ref, rtol=1e-8, atol=1e-12), name
+        assert autograd[1][name].abs().sum() > 0, name
+    _assert_same_loss_and_grads(through_taps, autograd)
