@@ -199,7 +199,7 @@ def soft_filling_times(cfg: ModelConfig, device: torch.device, reps: int) -> dic
     weight = torch.randn(1, C, *size, generator=gen).to(device)
 
     def kernel(d: torch.Tensor, e: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
-        return splat(d, e, c, size, "soft")
+        return splat(d, e, c, size, "soft")[0]
 
     def reference(d: torch.Tensor, e: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
         return pool_soft(grouped_features(d, e), c.reshape(1, -1, 3), size)

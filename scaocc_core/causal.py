@@ -42,6 +42,7 @@ from scaocc_core.grid import FREE, IGNORE
 
 if TYPE_CHECKING:
     from scaocc_core.model.causal_occ import ModelOutput
+    from scaocc_core.model.soft_fill import SplatVjp
     from scaocc_core.model.taps import FeatureTap
 
 EPS = 1e-6
@@ -54,21 +55,30 @@ class Tap:
     With ``source`` and ``transpose`` set, ``feat3d = L source`` for a linear ``L`` and
     ``transpose`` applies ``L^T`` (b 1 X' Y' Z', the same in every channel -> b C X' Y' Z').
     ``heads``, if any, are the linear first layers of *every* consumer of the image features.
+    ``splat_vjp``, if any, is the soft-filling kernel's VJP at the splat's output, which is
+    ``source`` (or ``feat3d`` without a transpose); only for an ``L`` with non-negative weights
+    (the normalised propagation), whose ``L^T share`` is zero where nothing can move it, as
+    :class:`~scaocc_core.model.soft_fill.SplatVjp` requires.
     """
 
     feat3d: Tensor
     source: Tensor | None = None
     transpose: Callable[[Tensor], Tensor] | None = None
     heads: tuple[FeatureTap, ...] = ()
+    splat_vjp: SplatVjp | None = None
 
     def channel_mean_gradient(self, share: Tensor, feat2d: Tensor) -> Tensor:
         """Channel mean (b n h w) of the gradient of ``S = sum(share * feat3d)`` (summed over
         channels and voxels; ``share`` b X' Y' Z') with respect to ``feat2d`` (b n C h w),
         differentiable (create_graph)."""
+        outputs: Tensor | list[Tensor]
+        weight: Tensor | list[Tensor]
         if self.source is None or self.transpose is None:
-            outputs, weight = (self.feat3d.sum(dim=1) * share).sum(), None
+            outputs, weight = self.feat3d, share[:, None].expand_as(self.feat3d)  # b C X' Y' Z' = dS/dfeat3d
         else:
             outputs, weight = self.source, self.transpose(share[:, None])  # b C X' Y' Z' = dS/dsource
+        if self.splat_vjp is not None:
+            outputs, weight = self.splat_vjp(weight)  # the splat's inputs and dS/d each
         if not self.heads:
             (grad,) = torch.autograd.grad(outputs, feat2d, grad_outputs=weight, create_graph=True)
             return grad.mean(dim=2)
@@ -81,8 +91,10 @@ class Tap:
 def causal_tap(out: ModelOutput, feature: str) -> Tap:
     """The :class:`Tap` of ``feature`` (``propagated`` or ``splat``, as ``loss.causal_feature``)."""
     if feature == "splat":
-        return Tap(out.feat3d_splat, heads=out.feat2d_taps)
-    return Tap(out.feat3d, out.feat3d_splat, out.propagation_t, out.feat2d_taps)
+        return Tap(out.feat3d_splat, heads=out.feat2d_taps, splat_vjp=out.splat_vjp)
+    if out.propagation_t is None:  # the residual blocks: no transpose, and the splat's VJP needs one
+        return Tap(out.feat3d, heads=out.feat2d_taps)
+    return Tap(out.feat3d, out.feat3d_splat, out.propagation_t, out.feat2d_taps, out.splat_vjp)
 
 
 def present_classes(semantics: Tensor, mask: Tensor | None) -> list[int]:

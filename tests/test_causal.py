@@ -276,3 +276,37 @@ def test_causal_loss_and_its_gradients_equal_through_the_image_feature_taps(feat
                  "offset_head.global_mlp.0.weight", "encoder.backbone.conv1.weight"):
         assert autograd[1][name].abs().sum() > 0, name
     _assert_same_loss_and_grads(through_taps, autograd)
+
+
+@pytest.mark.parametrize("feature", ["propagated", "splat"])
+def test_causal_loss_as_trained_equals_the_double_backward_of_the_reference(
+        feature: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The causal loss as training computes it (:func:`causal_tap`: the kernel's VJP that skips
+    the zero voxels of its input, the propagation's transpose, the image-feature taps) gives the
+    loss and every parameter gradient that autograd's double backward through the PyTorch
+    reference of the splat and through the propagation gives (float64, the full method, two
+    propagation blocks away from their initialisation)."""
+    base = micro_config()
+    cfg = micro_config(offsets=dataclasses.replace(base.offsets, enabled=True), lift=LiftConfig("soft"),
+                       depth=dataclasses.replace(base.depth, camera_aware=True),
+                       voxel=dataclasses.replace(base.voxel, propagation_blocks=2))
+    torch.manual_seed(0)
+    model = CausalOcc(cfg).to(torch.float64).train()
+    with torch.no_grad():
+        for block in model.propagation.blocks:
+            block.spatial_logits.normal_()
+            block.mix_logits.normal_()
+        for last in (model.offset_head.global_mlp[-1], model.offset_head.local[-1]):
+            last.weight.normal_(std=0.1)
+    inputs = camera_inputs(cfg, dtype=torch.float64)
+    sem, sem2d = _toy_targets(cfg)
+    monkeypatch.setattr(splat_module, "use_kernel", lambda values: True)
+    as_trained = _loss_and_grads(model, inputs, lambda out: causal_loss_exact(
+        causal_tap(out, feature), out.feat2d, sem, sem2d))
+    monkeypatch.setattr(splat_module, "use_kernel", lambda values: False)
+    reference = _loss_and_grads(model, inputs, lambda out: causal_loss_exact(
+        out.feat3d if feature == "propagated" else out.feat3d_splat, out.feat2d, sem, sem2d))
+    for name in ("propagation.blocks.0.mix_logits", "propagation.blocks.1.spatial_logits",
+                 "offset_head.local.0.weight", "depth_head.trunk.0.weight"):
+        assert feature == "splat" and name.startswith("propagation") or reference[1][name].abs().sum() > 0, name
+    _assert_same_loss_and_grads(as_trained, reference)

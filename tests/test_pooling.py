@@ -13,6 +13,7 @@ from scaocc_core.model.lift import FrustumLifter
 from scaocc_core.model.offsets import CameraOffsets
 from scaocc_core.model.soft_fill import _corner_rows, corner_cells, corner_rows, lift_splat_soft
 from scaocc_core.model.splat import (
+    _rows_to_grid,
     corner_weights,
     grouped_features,
     pool_hard,
@@ -80,7 +81,7 @@ def test_fused_soft_filling_kernel_equals_reference_to_second_order(sparse: bool
     second-order gradient reaches ``g`` too, at its zero voxels as well."""
     inputs = _lift_inputs(2)
     results = []
-    for fn in (lambda d, e, c: splat(d, e, c, SIZE, "soft"), _reference_lift_splat):
+    for fn in (lambda d, e, c: splat(d, e, c, SIZE, "soft")[0], _reference_lift_splat):
         args = [t.clone().requires_grad_() for t in inputs]
         out = fn(*args)
         weight = torch.linspace(-1, 1, out.numel(), dtype=out.dtype).view_as(out)
@@ -96,12 +97,40 @@ def test_fused_soft_filling_kernel_equals_reference_to_second_order(sparse: bool
         assert ref.abs().sum() > 0 and torch.allclose(fast, ref, atol=1e-10)
 
 
+def test_splat_vjp_equals_the_backward_and_skips_only_the_zero_voxels_of_its_input():
+    """:class:`SplatVjp` gives the splat's gradients at its inputs, and the gradient of a loss on
+    them in depth, context, coordinates and the backward's input ``g``, as autograd's double
+    backward through the reference does, except that ``g``'s gradient is left zero at the voxels
+    where ``g`` is zero (and only there)."""
+    inputs = _lift_inputs(6)
+    results = []
+    for kernel in (True, False):
+        args = [t.clone().requires_grad_() for t in inputs]
+        out, vjp = lift_splat_soft(*args, SIZE) if kernel else (_reference_lift_splat(*args), None)
+        grid = _rows_to_grid(out, 2, SIZE) if kernel else out
+        weight = torch.linspace(-1, 1, grid.numel(), dtype=grid.dtype).view_as(grid)
+        weight = (weight * (torch.arange(grid[0, 0].numel()).view(SIZE) % 7 == 0)).requires_grad_()
+        if vjp is not None:
+            outputs, grad_outputs = vjp(weight)
+            grads = torch.autograd.grad(outputs, args, grad_outputs=grad_outputs, create_graph=True)
+        else:
+            grads = torch.autograd.grad((grid * weight).sum(), args, create_graph=True)
+        inner = sum((gr.sum(-1) ** 2).sum() for gr in grads)
+        results.append((grads, torch.autograd.grad(inner, [*args, weight])))
+    (g_k, gg_k), (g_r, gg_r) = results
+    for fast, ref in [*zip(g_k, g_r), *zip(gg_k[:3], gg_r[:3])]:
+        assert ref.abs().sum() > 0 and torch.allclose(fast, ref, atol=1e-10)
+    live = weight.detach() != 0
+    assert (gg_r[3][~live] != 0).any()  # the dense gradient the VJP skips
+    assert torch.allclose(gg_k[3], torch.where(live, gg_r[3], 0.0), atol=1e-10)
+
+
 def test_fused_soft_filling_kernel_passes_gradcheck_of_both_orders():
     """In depth, context and the coordinates (the trilinear weights' slopes and their mixed
     second derivatives are the kernel's own)."""
     args = tuple(t.requires_grad_() for t in _lift_inputs(3))
-    assert torch.autograd.gradcheck(lambda d, e, c: lift_splat_soft(d, e, c, SIZE), args)
-    assert torch.autograd.gradgradcheck(lambda d, e, c: lift_splat_soft(d, e, c, SIZE), args)
+    assert torch.autograd.gradcheck(lambda d, e, c: lift_splat_soft(d, e, c, SIZE)[0], args)
+    assert torch.autograd.gradgradcheck(lambda d, e, c: lift_splat_soft(d, e, c, SIZE)[0], args)
 
 
 def test_fused_soft_filling_kernel_skips_corners_outside_the_grid():
@@ -114,7 +143,7 @@ def test_fused_soft_filling_kernel_skips_corners_outside_the_grid():
     outside = (rows == 2 * SIZE[0] * SIZE[1] * SIZE[2]).all(0).view(coords.shape[:-1])  # b n D h w
     assert outside.any() and not outside.all()
     args = [t.clone().requires_grad_() for t in (depth, context, coords)]
-    out = lift_splat_soft(*args, SIZE)
+    out, _ = lift_splat_soft(*args, SIZE)
     assert out[-1].abs().sum() == 0 and out[:-1].abs().sum() > 0
     gd, _, gc = torch.autograd.grad((out * torch.randn_like(out)).sum(), args)
     assert gc[outside].abs().sum() == 0 and gd[:, :, :, 0].abs().sum() == 0 and gd.abs().sum() > 0

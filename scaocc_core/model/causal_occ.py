@@ -13,6 +13,7 @@ from scaocc_core.model.depth_head import DepthContextHead, camera_parameters
 from scaocc_core.model.encoder import ImageEncoder
 from scaocc_core.model.lift import FrustumLifter
 from scaocc_core.model.offsets import CameraOffsetHead, CameraOffsets, zero_offsets
+from scaocc_core.model.soft_fill import SplatVjp
 from scaocc_core.model.splat import FusedPool, splat
 from scaocc_core.model.taps import FeatureTap
 from scaocc_core.model.voxel_net import Propagation, VoxelEncoderDecoder
@@ -30,6 +31,7 @@ class ModelOutput:
     offsets: CameraOffsets
     propagation_t: Callable[[Tensor], Tensor] | None = None  # L^T where feat3d = L feat3d_splat is linear
     feat2d_taps: tuple[FeatureTap, ...] = ()  # the linear first layer of every consumer of feat2d
+    splat_vjp: SplatVjp | None = None  # the soft-filling kernel's VJP at feat3d_splat, where it ran
 
 
 class CausalOcc(nn.Module):
@@ -65,9 +67,9 @@ class CausalOcc(nn.Module):
         depth, context, depth_tap = self.depth_head(feat2d, camera)  # b n G D h w, b n C h w
         context = context * inputs.camera_valid[:, :, None, None, None].to(context.dtype)  # missing cams
         coords = self.lifter(inputs, ego_T_cam, offsets.frustum_delta)  # b n D h w 3, feature-grid voxels
-        feat3d_splat = splat(depth, context, coords, self.cfg.feature_grid.size, self.cfg.lift.pooling,
-                             self.fused_pool)  # b C X' Y' Z'
+        feat3d_splat, splat_vjp = splat(depth, context, coords, self.cfg.feature_grid.size,
+                                        self.cfg.lift.pooling, self.fused_pool)  # b C X' Y' Z'
         feat3d = self.propagation(feat3d_splat)
         logits = self.voxel_net(feat3d)  # b K X Y Z
         return ModelOutput(logits, depth, feat2d, feat3d_splat, feat3d, offsets, self.propagation.transpose(),
-                           (depth_tap, *offsets.taps))
+                           (depth_tap, *offsets.taps), splat_vjp)

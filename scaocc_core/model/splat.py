@@ -24,7 +24,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from scaocc_core.model.soft_fill import corner_cells, corner_rows, lift_splat_soft, use_kernel
+from scaocc_core.model.soft_fill import SplatVjp, corner_cells, corner_rows, lift_splat_soft, use_kernel
 
 #: ``(depth b n G D h w, context b n C h w, coords b n D h w 3, size) -> b C X Y Z``
 FusedPool = Callable[[Tensor, Tensor, Tensor, tuple[int, int, int]], Tensor]
@@ -122,23 +122,25 @@ def pool_soft(values: Tensor, coords: Tensor, size: tuple[int, int, int]) -> Ten
 
 
 def splat(depth: Tensor, context: Tensor, coords: Tensor, size: tuple[int, int, int], mode: str,
-          fused_pool: FusedPool | None = None) -> Tensor:
+          fused_pool: FusedPool | None = None) -> tuple[Tensor, SplatVjp | None]:
     """Lift and pool: depth ``b n G D h w``, context ``b n C h w``, coords ``b n D h w 3``.
 
-    Returns voxel features ``b C X Y Z``. Hard pooling without gradients runs ``fused_pool``
-    when one is given; soft filling on CPU (outside export and compilation) runs the fused
-    numba kernel (:mod:`scaocc_core.model.soft_fill`), equal to :func:`grouped_features` +
-    :func:`pool_soft` in values and in derivatives of every order.
+    Returns voxel features ``b C X Y Z`` and, from the kernel, its :class:`SplatVjp` (else
+    ``None``). Hard pooling without gradients runs ``fused_pool`` when one is given; soft filling
+    on CPU (outside export and compilation) runs the fused numba kernel
+    (:mod:`scaocc_core.model.soft_fill`), equal to :func:`grouped_features` + :func:`pool_soft`
+    in values and in derivatives of every order.
     """
     if mode == "hard" and fused_pool is not None and not torch.is_grad_enabled():
-        return fused_pool(depth, context, coords, size)
+        return fused_pool(depth, context, coords, size), None
     b = coords.shape[0]
     pts = coords.reshape(b, -1, 3)  # b (n D h w) 3
     if mode == "soft" and use_kernel(context):
-        return _rows_to_grid(lift_splat_soft(depth, context, coords, size), b, size)
+        rows, vjp = lift_splat_soft(depth, context, coords, size)
+        return _rows_to_grid(rows, b, size), vjp
     values = grouped_features(depth, context)  # b P C
     if mode == "hard":
-        return pool_hard(values, pts, size)
+        return pool_hard(values, pts, size), None
     if mode == "soft":
-        return pool_soft(values, pts, size)
+        return pool_soft(values, pts, size), None
     raise ValueError(f"unknown pooling mode {mode!r}")
