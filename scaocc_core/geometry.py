@@ -64,6 +64,51 @@ def frustum_to_ego(
     return torch.einsum("bnij,bndhwj->bndhwi", rot, uv1d) + egoaug_T_cam[:, :, None, None, None, :3, 3]
 
 
+def frustum_to_voxel(
+    frustum: Tensor,
+    intrinsics: Tensor,
+    ego_T_cam: Tensor,
+    post_rot: Tensor,
+    post_tran: Tensor,
+    bda: Tensor,
+    grid: GridConfig,
+) -> Tensor:
+    """Continuous voxel coordinates of frustum points: :func:`ego_to_voxel` of
+    :func:`frustum_to_ego` (its reference, tested equal), one axis at a time.
+
+    Same arguments and shapes as :func:`frustum_to_ego`. Each per-camera 3x3 map becomes nine
+    scalar multiply-adds on contiguous ``b n D h w`` arrays (the voxel scaling folded into the
+    last one): a batched product with an inner size of 3 runs several times slower on CPU, in
+    the forward and in both derivatives the causal loss takes through it. Returns
+    ``b n D h w 3``, a view of axis-first memory.
+    """
+    A = torch.linalg.inv(post_rot)  # b n 3 3: undoes the image augmentation
+    egoaug_T_cam = bda[:, None] @ ego_T_cam  # b n 4 4
+    size = A.new_tensor(grid.voxel_size)
+    voxel_T_img = egoaug_T_cam[..., :3, :3] @ torch.linalg.inv(intrinsics) / size[:, None]  # b n 3 3
+    offset = (egoaug_T_cam[..., :3, 3] - A.new_tensor(grid.lower)) / size  # b n 3
+
+    def per_cam(m: Tensor) -> Tensor:  # b n -> b n 1 1 1, against b n D h w
+        return m[..., None, None, None]
+
+    def affine(m: Tensor, v: list[Tensor], shift: Tensor | None = None) -> list[Tensor]:
+        """``m v (+ shift)`` per camera: ``m`` b n 3 3, ``v`` three b n D h w, ``shift`` b n 3."""
+        out = []
+        for i in range(3):
+            first = per_cam(m[..., i, 0])
+            acc = first * v[0] if shift is None else torch.addcmul(per_cam(shift[..., i]), first, v[0])
+            for j in (1, 2):
+                acc = torch.addcmul(acc, per_cam(m[..., i, j]), v[j])
+            out.append(acc)
+        return out
+
+    axes = frustum.movedim(-1, 0)  # 3 D h w or 3 b n D h w
+    q = [axes[k] - per_cam(post_tran[..., k]) for k in range(3)]  # b n D h w each
+    p = affine(A, q)  # (u, v, d) before the augmentation
+    voxel = affine(voxel_T_img, [p[0] * p[2], p[1] * p[2], p[2]], offset)  # from (u d, v d, d)
+    return torch.stack(voxel).movedim(0, -1)  # b n D h w 3
+
+
 def project_points(points: Tensor, img_T_cam: Tensor, cam_T_ref: Tensor) -> tuple[Tensor, Tensor]:
     """Project ``... 3`` points of a reference frame into an image.
 

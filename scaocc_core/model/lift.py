@@ -11,7 +11,7 @@ from torch import Tensor, nn
 
 from scaocc_core.batch import CameraInputs
 from scaocc_core.config import DepthConfig, GridConfig
-from scaocc_core.geometry import ego_to_voxel, frustum_to_ego, make_frustum
+from scaocc_core.geometry import frustum_to_voxel, make_frustum
 
 
 class FrustumLifter(nn.Module):
@@ -33,5 +33,5 @@ class FrustumLifter(nn.Module):
         frustum = self.frustum.to(inputs.intrinsics.dtype)
         if frustum_delta is not None:
             frustum = frustum + frustum_delta.to(frustum.dtype)  # b n D h w 3
-        points = frustum_to_ego(frustum, inputs.intrinsics, ego_T_cam, inputs.post_rot, inputs.post_tran, inputs.bda)
-        return ego_to_voxel(points, self.grid)
+        return frustum_to_voxel(frustum, inputs.intrinsics, ego_T_cam, inputs.post_rot, inputs.post_tran,
+                                inputs.bda, self.grid)
