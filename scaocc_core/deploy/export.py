@@ -14,7 +14,7 @@ asserts. ``torch.linalg.inv`` (3x3 intrinsics and augmentation matrices) has no 
 lowering; :func:`inverse_3x3` supplies one (closed-form adjugate inverse, standard ops).
 The exporter folds BatchNorm into the convolutions and the normalised convolution's
 softmax kernels into constants (the model already runs its depthwise 3D convolutions as
-grouped 2D ones, :func:`scaocc_core.model.voxel_net.depthwise3x3x3`); ONNX Runtime applies
+grouped 2D ones, :func:`scaocc_core.model.depthwise.depthwise3x3x3`); ONNX Runtime applies
 its graph optimisations on load.
 Export metadata (config, grid, class names, shapes) goes into ``metadata_props``.
 """

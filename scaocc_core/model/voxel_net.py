@@ -18,86 +18,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.autograd import Function
 
 from scaocc_core.config import VoxelNetConfig
 from scaocc_core.grid import NUM_CLASSES
-from scaocc_core.model.soft_fill import use_kernel
-
-
-class _DepthwiseChannelsLast(Function):
-    """Depthwise 3x3x3 correlation of channels-last CPU tensors, with its backward written out.
-
-    oneDNN's depthwise 3D kernel runs the forward in ~1 ms at scaocc_tiny's feature grid, but
-    its generic backward takes ~25 ms per derivative. Both derivatives are correlations too:
-    the input's is this correlation with the kernel flipped along all three axes (the adjoint
-    of a zero-padded correlation), the kernel's is the correlation of the padded input with the
-    output gradient used as a 100x100x8 kernel, one group per channel. The backward is built
-    from differentiable operations, so higher derivatives exist.
-    """
-
-    @staticmethod
-    def forward(ctx: Any, x: Tensor, kernel: Tensor) -> Tensor:
-        ctx.save_for_backward(x, kernel)
-        return F.conv3d(x, kernel, padding=1, groups=kernel.shape[0])
-
-    @staticmethod
-    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, Tensor | None]:
-        x, kernel = ctx.saved_tensors
-        grad = grad.contiguous(memory_format=torch.channels_last_3d)
-        gx = gk = None
-        if ctx.needs_input_grad[0]:
-            gx = _DepthwiseChannelsLast.apply(grad, kernel.flip(2, 3, 4))
-        if ctx.needs_input_grad[1]:
-            b, C = x.shape[:2]
-            padded = F.pad(x, (1, 1, 1, 1, 1, 1))  # b C X+2 Y+2 Z+2
-            padded = padded.reshape(1, b * C, *padded.shape[2:])  # 1 (b C) X+2 Y+2 Z+2
-            taps = F.conv3d(padded, grad.reshape(b * C, 1, *grad.shape[2:]), groups=b * C)  # 1 (b C) 3 3 3
-            gk = taps.view(b, C, 1, 3, 3, 3).sum(dim=0)  # C 1 3 3 3
-        return gx, gk
-
-
-def depthwise3x3x3(x: Tensor, kernel: Tensor) -> Tensor:
-    """Depthwise 3x3x3 correlation with zero padding: ``x`` b C X Y Z, ``kernel`` C 1 3 3 3.
-
-    One of two fast forms of :func:`depthwise3x3x3_reference`, both tested equal to it in
-    values and derivatives: on CPU, outside export and compilation,
-    :func:`depthwise3x3x3_channels_last` (~13 ms forward and backward at scaocc_tiny's feature
-    grid against ~32 ms); elsewhere and in the ONNX graph, :func:`depthwise3x3x3_banded`
-    (which ONNX Runtime runs ~4x faster than a grouped 3D convolution).
-    """
-    if use_kernel(x):
-        return depthwise3x3x3_channels_last(x, kernel)
-    return depthwise3x3x3_banded(x, kernel)
-
-
-def depthwise3x3x3_channels_last(x: Tensor, kernel: Tensor) -> Tensor:
-    """oneDNN's depthwise 3D kernel on channels-last memory, with the backward of
-    :class:`_DepthwiseChannelsLast`. Returns b C X Y Z, channels-last."""
-    return _DepthwiseChannelsLast.apply(x.contiguous(memory_format=torch.channels_last_3d), kernel)
-
-
-def depthwise3x3x3_banded(x: Tensor, kernel: Tensor) -> Tensor:
-    """The depthwise correlation as one grouped 2D convolution.
-
-    The Z axis is folded into the channels and, per channel ``c``, the Z taps become a banded
-    ``Z x Z`` block: ``W[(c, zo), zi, kx, ky] = kernel[c, 0, kx, ky, zi - zo + 1]`` for
-    ``|zi - zo| <= 1`` (zero padding in Z falls out of the band). Returns b C X Y Z.
-    """
-    b, C, X, Y, Z = x.shape
-    z = torch.arange(Z, device=x.device)
-    tap = z[None, :] - z[:, None] + 1  # zo zi -> kz
-    band = ((tap >= 0) & (tap <= 2)).to(kernel.dtype)
-    w = kernel[:, 0][..., tap.clamp(0, 2)] * band  # C kx ky zo zi
-    w = w.permute(0, 3, 4, 1, 2).reshape(C * Z, Z, 3, 3)  # (C zo) zi kx ky
-    x2 = x.permute(0, 1, 4, 2, 3).reshape(b, C * Z, X, Y)  # b (C Z) X Y
-    y = F.conv2d(x2, w, padding=1, groups=C)  # b (C Z) X Y
-    return y.view(b, C, Z, X, Y).permute(0, 1, 3, 4, 2)  # b C X Y Z
+from scaocc_core.model.depthwise import depthwise3x3x3
 
 
 def channel_mix(x: Tensor, weight: Tensor) -> Tensor:
@@ -115,11 +43,6 @@ def channels_last(x: Tensor) -> Tensor:
     """``x`` (b C X Y Z) stored channels-last (memory order b X Y Z C), the layout the
     normalised blocks compute in; a view when it already is (the soft-filling kernel's output)."""
     return x.contiguous(memory_format=torch.channels_last_3d)
-
-
-def depthwise3x3x3_reference(x: Tensor, kernel: Tensor) -> Tensor:
-    """The plain grouped ``conv3d`` that :func:`depthwise3x3x3` is tested against."""
-    return F.conv3d(x, kernel, padding=1, groups=x.shape[1])
 
 
 class NormalizedConv3d(nn.Module):
