@@ -7,6 +7,7 @@ context channel group) and C context channels.
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from scaocc_core.config import DepthConfig
@@ -62,9 +63,13 @@ class DepthContextHead(nn.Module):
         conv, bn, relu = self.trunk
         assert isinstance(conv, nn.Conv2d)
         z = conv(x)  # (b n) Cin h w
-        y = self.out(relu(bn(z)))
-        G, D = self.cfg.groups, self.cfg.num_bins
-        depth = y[:, : G * D].unflatten(1, (G, D)).softmax(dim=2)  # (b n) G D h w
-        context = y[:, G * D :]  # (b n) C h w
+        y = relu(bn(z))
+        # The output convolution's two parts applied apart: slicing one (b n) (G D + C) h w
+        # output would cost each backward a zero-filled copy of it.
+        GD = self.cfg.groups * self.cfg.num_bins
+        weight, bias = self.out.weight, self.out.bias
+        assert bias is not None
+        depth = F.conv2d(y, weight[:GD], bias[:GD]).unflatten(1, (self.cfg.groups, -1)).softmax(dim=2)  # (b n) G D h w
+        context = F.conv2d(y, weight[GD:], bias[GD:])  # (b n) C h w
         tap = conv_tap(z, conv.weight, 1, tuple(feat.shape), gate)
         return depth.unflatten(0, (b, n)), context.unflatten(0, (b, n)), tap
