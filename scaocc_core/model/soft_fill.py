@@ -28,6 +28,8 @@ in each ``f_a``, so every derivative is a sum of such products. Three loops, eac
 The two derivative loops gather from ``g`` only at its non-zero (``live``) rows: the causal
 loss differentiates a score that lives on one class' voxels, and skipping the zero rows makes
 its two passes several times cheaper (``bench/model_speed.py``) without changing a value.
+Through :class:`SplatVjp` the causal loss also skips the second-order pass' derivative with
+respect to ``g`` at those rows, which it never needs (exact for its ``g``; see the class).
 
 Derivatives of third order are not provided (``once_differentiable``). Values equal the
 reference up to float summation order; ``tests/test_pooling.py`` holds values and both
