@@ -332,11 +332,11 @@ class SplatVjp:
     nodes of the forward's graph) and ``g``'s gradient at each, for ``torch.autograd.grad(inputs,
     ..., grad_outputs=grads)``. The values are those of the splat's backward, and so are their
     derivatives but one: with respect to ``g`` they are left zero where ``g`` is zero, and the
-    points whose 8 corners all are skipped. That is exact wherever those voxels of ``g`` cannot
-    move: ``g`` a constant, or ``L^T s`` with ``s >= 0`` and ``L`` linear with non-negative weights
-    (the causal loss' score through the normalised propagation), whose zero voxels see only zeros
-    of ``s``, so no parameter of ``L`` reaches them. The causal loss uses it to skip the 95 % of
-    the points that its second-order pass would otherwise visit for them.
+    points with no corner where it is not are skipped. That is exact wherever those voxels of
+    ``g`` cannot move: ``g`` a constant, or ``L^T s`` with ``s >= 0`` and ``L`` linear with
+    non-negative weights (the causal loss' score through the normalised propagation), whose zero
+    voxels see only zeros of ``s``, so no parameter of ``L`` reaches them. The causal loss uses
+    it to skip most points in its second-order pass, which visited every one for them.
     """
 
     d: Tensor
