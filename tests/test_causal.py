@@ -304,9 +304,12 @@ def test_causal_loss_as_trained_equals_the_double_backward_of_the_reference(
     as_trained = _loss_and_grads(model, inputs, lambda out: causal_loss_exact(
         causal_tap(out, feature), out.feat2d, sem, sem2d))
     monkeypatch.setattr(splat_module, "use_kernel", lambda values: False)
+    without_kernel = _loss_and_grads(model, inputs, lambda out: causal_loss_exact(
+        causal_tap(out, feature), out.feat2d, sem, sem2d))  # as on a GPU: no kernel, no VJP
     reference = _loss_and_grads(model, inputs, lambda out: causal_loss_exact(
         out.feat3d if feature == "propagated" else out.feat3d_splat, out.feat2d, sem, sem2d))
     for name in ("propagation.blocks.0.mix_logits", "propagation.blocks.1.spatial_logits",
                  "offset_head.local.0.weight", "depth_head.trunk.0.weight"):
         assert feature == "splat" and name.startswith("propagation") or reference[1][name].abs().sum() > 0, name
     _assert_same_loss_and_grads(as_trained, reference)
+    _assert_same_loss_and_grads(without_kernel, reference)
