@@ -285,7 +285,8 @@ def test_causal_loss_as_trained_equals_the_double_backward_of_the_reference(
     the zero voxels of its input, the propagation's transpose, the image-feature taps) gives the
     loss and every parameter gradient that autograd's double backward through the PyTorch
     reference of the splat and through the propagation gives (float64, the full method, two
-    propagation blocks away from their initialisation)."""
+    propagation blocks away from their initialisation); so does :func:`causal_tap` where the
+    kernel does not run (a GPU), with the transpose and the taps but no VJP."""
     base = micro_config()
     cfg = micro_config(offsets=dataclasses.replace(base.offsets, enabled=True), lift=LiftConfig("soft"),
                        depth=dataclasses.replace(base.depth, camera_aware=True),
