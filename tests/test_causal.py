@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch.func import functional_call
 
-from scaocc_core.batch import Targets
+from scaocc_core.batch import CameraInputs, Targets
 from scaocc_core.causal import (
     Tap,
     causal_loss,
@@ -58,6 +58,25 @@ def _assert_same_loss_and_grads(fast: tuple[torch.Tensor, dict[str, torch.Tensor
     assert grads_f.keys() == grads_r.keys()
     for name, r in grads_r.items():
         assert torch.allclose(grads_f[name], r, rtol=1e-8, atol=1e-12), name
+
+
+def _full_method() -> tuple[CausalOcc, CameraInputs, torch.Tensor, torch.Tensor]:
+    """The full method in float64 (offsets, soft filling, camera-aware depth, two normalised
+    propagation blocks), its offsets and propagation moved away from their identity-like
+    initialisation; with its camera inputs and the toy targets."""
+    base = micro_config()
+    cfg = micro_config(offsets=dataclasses.replace(base.offsets, enabled=True), lift=LiftConfig("soft"),
+                       depth=dataclasses.replace(base.depth, camera_aware=True),
+                       voxel=dataclasses.replace(base.voxel, propagation_blocks=2))
+    torch.manual_seed(0)
+    model = CausalOcc(cfg).to(torch.float64).train()
+    with torch.no_grad():
+        for block in model.propagation.blocks:
+            block.spatial_logits.normal_()
+            block.mix_logits.normal_()
+        for last in (model.offset_head.global_mlp[-1], model.offset_head.local[-1]):
+            last.weight.normal_(std=0.1)
+    return model, camera_inputs(cfg, dtype=torch.float64), *_toy_targets(cfg)
 
 
 def _model(dtype=torch.float32):
@@ -228,17 +247,7 @@ def test_causal_loss_and_its_gradients_equal_through_the_propagation_transpose()
     """The score's gradient carried back through the linear normalised propagation as
     ``L^T share`` (a :class:`Tap`) gives the loss and every parameter gradient that autograd's
     double backward through the propagation gives (float64, the full method, two blocks)."""
-    base = micro_config()
-    cfg = micro_config(offsets=dataclasses.replace(base.offsets, enabled=True), lift=LiftConfig("soft"),
-                       voxel=dataclasses.replace(base.voxel, propagation_blocks=2))
-    torch.manual_seed(0)
-    model = CausalOcc(cfg).to(torch.float64).train()
-    with torch.no_grad():  # away from the identity-like initialisation
-        for block in model.propagation.blocks:
-            block.spatial_logits.normal_()
-            block.mix_logits.normal_()
-    inputs = camera_inputs(cfg, dtype=torch.float64)
-    sem, sem2d = _toy_targets(cfg)
+    model, inputs, sem, sem2d = _full_method()
     through_transpose = _loss_and_grads(model, inputs, lambda out: causal_loss_exact(
         Tap(out.feat3d, out.feat3d_splat, out.propagation_t), out.feat2d, sem, sem2d))
     autograd = _loss_and_grads(model, inputs, lambda out: causal_loss_exact(out.feat3d, out.feat2d, sem, sem2d))
@@ -253,17 +262,7 @@ def test_causal_loss_and_its_gradients_equal_through_the_image_feature_taps(feat
     layers of the image features' consumers (depth head behind its camera gate, the offsets'
     local convolution and pooled features) gives the loss and every parameter gradient that the
     gradient with respect to the image features gives (float64, the full method)."""
-    base = micro_config()
-    cfg = micro_config(offsets=dataclasses.replace(base.offsets, enabled=True), lift=LiftConfig("soft"),
-                       depth=dataclasses.replace(base.depth, camera_aware=True),
-                       voxel=dataclasses.replace(base.voxel, propagation_blocks=2))
-    torch.manual_seed(0)
-    model = CausalOcc(cfg).to(torch.float64).train()
-    with torch.no_grad():  # offsets away from their zero initialisation
-        for last in (model.offset_head.global_mlp[-1], model.offset_head.local[-1]):
-            last.weight.normal_(std=0.1)
-    inputs = camera_inputs(cfg, dtype=torch.float64)
-    sem, sem2d = _toy_targets(cfg)
+    model, inputs, sem, sem2d = _full_method()
 
     def loss_of(out: ModelOutput, through_taps: bool) -> torch.Tensor:
         assert len(out.feat2d_taps) == 3
@@ -287,20 +286,7 @@ def test_causal_loss_as_trained_equals_the_double_backward_of_the_reference(
     reference of the splat and through the propagation gives (float64, the full method, two
     propagation blocks away from their initialisation); so does :func:`causal_tap` where the
     kernel does not run (a GPU), with the transpose and the taps but no VJP."""
-    base = micro_config()
-    cfg = micro_config(offsets=dataclasses.replace(base.offsets, enabled=True), lift=LiftConfig("soft"),
-                       depth=dataclasses.replace(base.depth, camera_aware=True),
-                       voxel=dataclasses.replace(base.voxel, propagation_blocks=2))
-    torch.manual_seed(0)
-    model = CausalOcc(cfg).to(torch.float64).train()
-    with torch.no_grad():
-        for block in model.propagation.blocks:
-            block.spatial_logits.normal_()
-            block.mix_logits.normal_()
-        for last in (model.offset_head.global_mlp[-1], model.offset_head.local[-1]):
-            last.weight.normal_(std=0.1)
-    inputs = camera_inputs(cfg, dtype=torch.float64)
-    sem, sem2d = _toy_targets(cfg)
+    model, inputs, sem, sem2d = _full_method()
     monkeypatch.setattr(splat_module, "use_kernel", lambda values: True)
     as_trained = _loss_and_grads(model, inputs, lambda out: causal_loss_exact(
         causal_tap(out, feature), out.feat2d, sem, sem2d))
