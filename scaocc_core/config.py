@@ -140,8 +140,9 @@ class VoxelNetConfig:
     """3D part: propagation blocks, then an encoder-decoder and the occupancy head.
 
     ``upsample`` > 1 runs the whole 3D part on a grid ``upsample`` times coarser than the
-    output grid; a learnt transposed-convolution head (kernel = stride = ``upsample``)
-    restores the output grid, so the model always predicts (and is scored on) ``grid``.
+    output grid; a learnt sub-voxel head (each feature voxel's ``upsample``^3 children's
+    logits from its features, or from its ``head_kernel``^3 neighbourhood's) restores the
+    output grid, so the model always predicts (and is scored on) ``grid``.
     """
 
     propagation: str = "normalized"
@@ -149,6 +150,7 @@ class VoxelNetConfig:
     channels: tuple[int, ...] = (64, 128, 256)
     channels_last: bool = False
     upsample: int = 1
+    head_kernel: int = 1
 
     def validate(self) -> None:
         """Raise :class:`ConfigError` on an unknown block type or upsampling factor."""
@@ -160,6 +162,10 @@ class VoxelNetConfig:
             )
         if not self.channels:
             raise ConfigError("voxel.channels must not be empty")
+        if self.head_kernel not in (1, 3):
+            raise ConfigError(f"voxel.head_kernel must be 1 or 3, got {self.head_kernel}")
+        if self.head_kernel > 1 and self.upsample == 1:
+            raise ConfigError("voxel.head_kernel applies to the sub-voxel head: it needs voxel.upsample > 1")
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,14 @@ from torch import nn
 
 from scaocc_core.batch import Targets
 from scaocc_core.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from scaocc_core.config import ConfigError, DepthConfig, OffsetConfig, load_config, model_config_from_dict
+from scaocc_core.config import (
+    ConfigError,
+    DepthConfig,
+    OffsetConfig,
+    VoxelNetConfig,
+    load_config,
+    model_config_from_dict,
+)
 from scaocc_core.grid import NUM_CLASSES
 from scaocc_core.losses import OccupancyLoss, depth_loss
 from scaocc_core.model.causal_occ import CausalOcc
@@ -241,6 +248,28 @@ def test_sub_voxel_head_layout_and_loss_on_it():
     g = [torch.Generator().manual_seed(1) for _ in range(2)]
     torch.testing.assert_close(loss(last, targets, g[0])[0], loss(first, targets, g[1])[0])
 
+
+
+def test_sub_voxel_head_neighbourhood_kernel():
+    """A 3^3 first layer reads the neighbours: with only its centre tap it equals the pointwise
+    head; a feature change one voxel away moves this voxel's logits only with the kernel."""
+    torch.manual_seed(0)
+    point, wide = SubVoxelHead(4, NUM_CLASSES, 2), SubVoxelHead(4, NUM_CLASSES, 2, kernel=3)
+    wide.mlp[2].load_state_dict(point.mlp[2].state_dict())
+    with torch.no_grad():
+        wide.mlp[0].weight.zero_()
+        wide.mlp[0].weight[:, :, 1, 1, 1] = point.mlp[0].weight
+        wide.mlp[0].bias.copy_(point.mlp[0].bias)
+    x = torch.randn(1, 4, 3, 3, 2)  # b Cin X' Y' Z'
+    torch.testing.assert_close(wide(x), point(x))
+    torch.nn.init.normal_(wide.mlp[0].weight)
+    y = x.clone()
+    y[0, :, 2, 1, 1] += 1.0  # the neighbour of feature voxel (1, 1, 1) along x
+    centre = (slice(None), slice(None), slice(2, 4), slice(2, 4), slice(2, 4))  # its children
+    assert torch.equal(point(x)[centre], point(y)[centre])
+    assert not torch.allclose(wide(x)[centre], wide(y)[centre])
+    with pytest.raises(ConfigError, match="head_kernel"):
+        VoxelNetConfig(upsample=2, head_kernel=5).validate()
 
 def test_depth_loss_sums_bins_and_averages_cells():
     """Uniform depth over D bins: -log(1/D) - (D-1) log(1 - 1/D) per supervised cell (by hand)."""

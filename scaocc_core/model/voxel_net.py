@@ -177,19 +177,27 @@ class SubVoxelHead(nn.Module):
     their stored ``(K f f f)`` to ``(f f f K)`` before the product (a 144-row permute of the
     weights, not of the activations), so the interleaving copy and its backward move blocks of
     K adjacent floats instead of single floats.
+
+    ``kernel`` > 1 makes the first layer a ``kernel``^3 convolution: each voxel's children are
+    then told apart from its neighbours' features as well as its own (where a car's side runs
+    through the voxel). With only the centre tap non-zero it equals the pointwise head.
     """
 
-    def __init__(self, in_channels: int, num_classes: int, factor: int, hidden: int = 32) -> None:
+    def __init__(self, in_channels: int, num_classes: int, factor: int, hidden: int = 32, kernel: int = 1) -> None:
         super().__init__()
         self.factor, self.num_classes = factor, num_classes
-        self.mlp = nn.Sequential(nn.Linear(in_channels, hidden), nn.ReLU(inplace=True),
-                                 nn.Linear(hidden, factor**3 * num_classes))
+        first: nn.Module = (nn.Linear(in_channels, hidden) if kernel == 1
+                            else nn.Conv3d(in_channels, hidden, kernel, padding=kernel // 2))
+        self.mlp = nn.Sequential(first, nn.ReLU(inplace=True), nn.Linear(hidden, factor**3 * num_classes))
 
     def forward(self, x: Tensor) -> Tensor:
         """``x``: b Cin X' Y' Z' -> logits b K X Y Z."""
         b, _, X, Y, Z = x.shape
         f, K = self.factor, self.num_classes
-        hidden = self.mlp[:2](x.permute(0, 2, 3, 4, 1))  # b X' Y' Z' hidden
+        if isinstance(self.mlp[0], nn.Conv3d):
+            hidden = self.mlp[:2](x).permute(0, 2, 3, 4, 1)  # b X' Y' Z' hidden
+        else:
+            hidden = self.mlp[:2](x.permute(0, 2, 3, 4, 1))  # b X' Y' Z' hidden
         out = self.mlp[2]  # its rows are ordered (K f f f), as the checkpoints store them
         assert isinstance(out, nn.Linear)
         weight = out.weight.view(K, f**3, -1).transpose(0, 1).reshape(f**3 * K, -1)  # rows (f f f K)
@@ -222,7 +230,8 @@ class VoxelEncoderDecoder(nn.Module):
         )
         self.fuse = nn.ModuleList(conv_bn_relu(ch[i], ch[i]) for i in range(len(ch) - 1))
         f = cfg.upsample
-        self.head: nn.Module = nn.Conv3d(ch[0], num_classes, 1) if f == 1 else SubVoxelHead(ch[0], num_classes, f)
+        self.head: nn.Module = (nn.Conv3d(ch[0], num_classes, 1) if f == 1
+                                else SubVoxelHead(ch[0], num_classes, f, kernel=cfg.head_kernel))
         self.channels_last = cfg.channels_last
 
     def forward(self, x: Tensor) -> Tensor:
