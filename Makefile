@@ -98,11 +98,11 @@ demo-nuscenes: setup
 # ---------------------------------------------------------------------------------------
 # The shipped checkpoints models/baseline_tiny.pt and models/scaocc_tiny.pt (+ provenance JSON):
 # one image encoder pretrained on the synthetic world's 2D semantics and depth (scaocc pretrain),
-# then both configs trained from it with the same frames, steps and recipe in two stages
-# (config/train/models.yaml, then a warm restart, config/train/models_finetune.yaml), scored on
-# the native Occ3D grid on a held-out world (seed 1000) that no training or selection ever saw.
-# Every step is resumable: rerun to continue.
-# Images at the models' input, 256x704. About 1.5 h on an idle 2-core CPU, one model after the other.
+# then both configs trained from it with the same frames, steps and recipe in three stages
+# (config/train/models.yaml, then two warm restarts, config/train/models_finetune.yaml and
+# config/train/models_restart.yaml), scored on the native Occ3D grid on a held-out world
+# (seed 1000) that no training or selection ever saw. Every step is resumable: rerun to continue.
+# Images at the models' input, 256x704. About 2 h on an idle 2-core CPU, one model after the other.
 MODELS_DATA := data/models/train_s0_256
 MODELS_TEST := data/models/test_s1000_256
 MODELS_RUNS := runs/models_256
@@ -121,6 +121,9 @@ models: setup
 	  $(PY) -m scaocc_core.training.train --config config/model/$$m.yaml --data $(MODELS_DATA) \
 	    --init $(MODELS_RUNS)/$$m/final.pt --train-config config/train/models_finetune.yaml \
 	    --out $(MODELS_RUNS)/$${m}_ft --resume --no-progress && \
-	  $(PY) -m scaocc_core.training.publish --run $(MODELS_RUNS)/$${m}_ft --data $(MODELS_DATA) --test $(MODELS_TEST) \
+	  $(PY) -m scaocc_core.training.train --config config/model/$$m.yaml --data $(MODELS_DATA) \
+	    --init $(MODELS_RUNS)/$${m}_ft/final.pt --train-config config/train/models_restart.yaml \
+	    --out $(MODELS_RUNS)/$${m}_restart --resume --no-progress && \
+	  $(PY) -m scaocc_core.training.publish --run $(MODELS_RUNS)/$${m}_restart --data $(MODELS_DATA) --test $(MODELS_TEST) \
 	    --out models/$$m.pt --json models/$$m.json || exit 1; \
 	done

@@ -2,8 +2,8 @@
 
 Usage: ``python experiments/subvoxel_head/widen_head.py CHECKPOINT MODEL_YAML OUT``: every weight
 copied from CHECKPOINT, the head's first layer written into the centre tap of MODEL_YAML's
-3^3 convolution (zeros elsewhere); checks the two models' logits are equal on the test world's
-first frame before writing OUT. For `scaocc train --init OUT` (PLAN.md).
+3^3 convolution (zeros elsewhere); checks the two models' logits are equal on the first val frame
+before writing OUT. For `scaocc train --init OUT` (PLAN.md).
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ def main() -> None:
     parser.add_argument("checkpoint")
     parser.add_argument("config")
     parser.add_argument("out")
-    parser.add_argument("--data", default="data/models/test_s1000_256")
+    parser.add_argument("--data", default="data/models/train_s0_256")
     args = parser.parse_args()
     source, _ = load_checkpoint(args.checkpoint)
     cfg = load_config(args.config)
