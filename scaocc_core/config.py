@@ -153,7 +153,7 @@ class VoxelNetConfig:
     head_kernel: int = 1
 
     def validate(self) -> None:
-        """Raise :class:`ConfigError` on an unknown block type or upsampling factor."""
+        """Raise :class:`ConfigError` on an unknown block type, upsampling factor or head kernel."""
         if self.upsample not in (1, 2, 4):
             raise ConfigError(f"voxel.upsample must be 1, 2 or 4, got {self.upsample}")
         if self.propagation not in ("normalized", "residual"):
