@@ -172,7 +172,7 @@ def train_steps(cfg: ModelConfig, device: torch.device, batch: int, reps: int, a
 
 def frustum(cfg: ModelConfig, device: torch.device, seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Depth ``1 n G D h w``, context ``1 n C h w`` and coords ``1 n D h w 3`` of the config on a ring rig."""
-    from scaocc_core.geometry import ego_to_voxel, frustum_to_ego, make_frustum
+    from scaocc_core.geometry import frustum_to_voxel, make_frustum
 
     n, G, D, C = cfg.image.num_cams, cfg.depth.groups, cfg.depth.num_bins, cfg.depth.context_channels
     h, w = cfg.image.height // cfg.encoder.stride, cfg.image.width // cfg.encoder.stride
@@ -181,8 +181,8 @@ def frustum(cfg: ModelConfig, device: torch.device, seed: int) -> tuple[torch.Te
     context = torch.randn(1, n, C, h, w, generator=g).to(device)
     cam = ring_batch(cfg, device, 1, seed).inputs
     grid = make_frustum((cfg.image.height, cfg.image.width), (h, w), cfg.depth).to(device)
-    points = frustum_to_ego(grid, cam.intrinsics, cam.ego_T_cam, cam.post_rot, cam.post_tran, cam.bda)
-    return depth, context, ego_to_voxel(points, pool_grid(cfg))
+    coords = frustum_to_voxel(grid, cam.intrinsics, cam.ego_T_cam, cam.post_rot, cam.post_tran, cam.bda, pool_grid(cfg))
+    return depth, context, coords
 
 
 def copy_gbps(device: torch.device, nbytes: int) -> float:

@@ -14,7 +14,7 @@ from torch import Tensor
 
 from scaocc_core.config import ModelConfig
 from scaocc_core.deploy import pool_triton
-from scaocc_core.geometry import ego_to_voxel, frustum_to_ego, make_frustum
+from scaocc_core.geometry import frustum_to_voxel, make_frustum
 from scaocc_core.model.splat import grouped_features, pool_hard
 from tests.cuda.common import model_config, pool_grid, ring_inputs
 
@@ -31,8 +31,8 @@ def frustum_inputs(cfg: ModelConfig, device: torch.device, seed: int, batch: int
     context = torch.randn(batch, n, C, h, w, generator=g).to(device)
     cam = ring_inputs(cfg, device, seed, batch)
     frustum = make_frustum((cfg.image.height, cfg.image.width), (h, w), cfg.depth).to(device)  # D h w 3
-    points = frustum_to_ego(frustum, cam.intrinsics, cam.ego_T_cam, cam.post_rot, cam.post_tran, cam.bda)
-    coords = ego_to_voxel(points, pool_grid(cfg))  # b n D h w 3
+    coords = frustum_to_voxel(frustum, cam.intrinsics, cam.ego_T_cam, cam.post_rot, cam.post_tran, cam.bda,
+                              pool_grid(cfg))  # b n D h w 3, as the lifter computes them
     return depth, context, coords
 
 
