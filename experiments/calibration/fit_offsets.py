@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -57,18 +58,23 @@ def score(logits: torch.Tensor, labels: torch.Tensor, offsets: torch.Tensor) -> 
     return {"miou": s["miou"], "car": s["per_class"]["car"] or 0.0, "iou": s["iou"]}
 
 
-def margins(logits: torch.Tensor) -> dict[str, dict[str, float | str]]:
-    """Per predicted class: voxel count, median margin over the runner-up, the usual runner-up."""
+def margins(logits: torch.Tensor) -> dict[str, dict[str, Any]]:
+    """Per predicted class: voxel count, median margin over the runner-up, the usual runner-up,
+    and the 10th / 50th / 90th percentiles of its confidence (top softmax probability)."""
     top = logits.float().topk(2, dim=1)
     margin = top.values[:, 0] - top.values[:, 1]  # P
-    result: dict[str, dict[str, float | str]] = {}
+    confidence = torch.cat([logits[i:i + (1 << 22)].float().softmax(1).amax(1)
+                            for i in range(0, len(logits), 1 << 22)])  # P
+    result: dict[str, dict[str, Any]] = {}
     for c in range(NUM_CLASSES):
         won = top.indices[:, 0] == c
         if int(won.sum()) == 0:
             continue
         runner = torch.bincount(top.indices[won, 1], minlength=NUM_CLASSES).argmax()
+        q = torch.quantile(confidence[won][:1 << 24], torch.tensor([0.1, 0.5, 0.9]))  # quantile's size limit
         result[CLASS_NAMES[c]] = {"voxels": int(won.sum()), "median_margin": float(margin[won].median()),
-                                  "runner_up": CLASS_NAMES[int(runner)]}
+                                  "runner_up": CLASS_NAMES[int(runner)],
+                                  "confidence_p10_p50_p90": [round(float(v), 3) for v in q]}
     return result
 
 
@@ -113,12 +119,18 @@ def main() -> None:
     parser.add_argument("--data", required=True)
     parser.add_argument("--test", required=True)
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--margins-only", action="store_true", help="print the val margins and stop (no fit, no test)")
     args = parser.parse_args()
     val_x, val_y = visible_logits(args.checkpoint, args.data, "val")
     val_margins = margins(val_x)
     for name, m in val_margins.items():
         print(f"val: {name:<22} {m['voxels']:>9} voxels predicted, median margin {m['median_margin']:.2f} "
-              f"over {m['runner_up']}")
+              f"over {m['runner_up']}, confidence p10/p50/p90 {m['confidence_p10_p50_p90']}")
+    if args.margins_only:
+        if args.json:
+            args.json.write_text(json.dumps({"checkpoint": args.checkpoint, "val_data": args.data,
+                                             "val_margins": val_margins}, indent=2))
+        return
     offsets = fit(val_x, val_y, GRID)
     fine = fit(val_x, val_y, FINE)
     test_x, test_y = visible_logits(args.checkpoint, args.test, "val")
