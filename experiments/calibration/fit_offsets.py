@@ -1,8 +1,11 @@
 """Fit one additive logit offset per class on validation frames; score the held-out world with them.
 
 Usage: ``python experiments/calibration/fit_offsets.py CHECKPOINT --data VAL_DATA --test TEST_DATA
-[--json OUT]``. Coordinate ascent on val mIoU over camera-visible voxels of the native grid (free
-fixed at 0), then the test split scored with and without the offsets. PLAN.md says why.
+[--json OUT] [--margins-only]``. First, per predicted class on val, by how much it wins over the
+runner-up and its confidence. Then coordinate ascent on val mIoU over camera-visible voxels of
+the native grid (free fixed at 0; on PLAN.md's grid and on a finer one added after the first
+runs), the test split scored with and without the offsets, and car IoU against the car offset
+alone on both splits. PLAN.md says why.
 """
 
 from __future__ import annotations
