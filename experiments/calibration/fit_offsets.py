@@ -32,6 +32,7 @@ FINE = np.round(np.concatenate([np.arange(-4.0, -0.5, 0.25), np.arange(-0.5, 0.5
                                 np.arange(0.5, 4.01, 0.25)]), 2)
 CAR_SWEEP = FINE[::2]
 CAR = CLASS_NAMES.index("car")
+CHUNK = 1 << 22  # voxels per float32 pass over the float16 logits (~300 MB)
 
 
 def visible_logits(checkpoint: str, data: str, split: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -55,8 +56,8 @@ def visible_logits(checkpoint: str, data: str, split: str) -> tuple[torch.Tensor
 def score(logits: torch.Tensor, labels: torch.Tensor, offsets: torch.Tensor) -> dict[str, float]:
     """mIoU, car IoU and geometric IoU of ``argmax(logits + offsets)``."""
     metric = OccMetric()
-    for i in range(0, len(labels), 1 << 22):
-        metric.update((logits[i:i + (1 << 22)].float() + offsets).argmax(1), labels[i:i + (1 << 22)], None)
+    for i in range(0, len(labels), CHUNK):
+        metric.update((logits[i:i + CHUNK].float() + offsets).argmax(1), labels[i:i + CHUNK], None)
     s = metric.summary()
     return {"miou": s["miou"], "car": s["per_class"]["car"] or 0.0, "iou": s["iou"]}
 
@@ -66,8 +67,7 @@ def margins(logits: torch.Tensor) -> dict[str, dict[str, Any]]:
     and the 10th / 50th / 90th percentiles of its confidence (top softmax probability)."""
     top = logits.float().topk(2, dim=1)
     margin = top.values[:, 0] - top.values[:, 1]  # P
-    confidence = torch.cat([logits[i:i + (1 << 22)].float().softmax(1).amax(1)
-                            for i in range(0, len(logits), 1 << 22)])  # P
+    confidence = torch.cat([logits[i:i + CHUNK].float().softmax(1).amax(1) for i in range(0, len(logits), CHUNK)])  # P
     result: dict[str, dict[str, Any]] = {}
     for c in range(NUM_CLASSES):
         won = top.indices[:, 0] == c
